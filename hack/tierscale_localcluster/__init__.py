@@ -1,0 +1,1 @@
+"""A local Kubernetes cluster for tests and the demo: control plane, simulated GPU nodes, a kubelet stand-in and Prometheus."""

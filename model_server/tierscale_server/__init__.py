@@ -1,0 +1,1 @@
+"""tierscale model server: BERT recommender tiers, training and a TorchServe-style HTTP API."""

@@ -1,0 +1,1 @@
+"""tierscale operator: reconciles RecommenderDeployment resources and runs the control loop."""
