@@ -60,6 +60,11 @@ version_of() {
     esac
 }
 
+# One build at a time: a second caller waits, then finds the tools built.
+mkdir -p "$cache/tools"
+exec 9>"$cache/tools/.lock"
+flock 9
+
 print_dirs=0
 [ "${1:-}" = --bindir ] && print_dirs=1
 
