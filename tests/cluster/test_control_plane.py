@@ -42,7 +42,8 @@ def test_service_account_without_role_is_denied_listing_pods(cluster, kube, name
     with pytest.raises(ApiException) as refused:
         as_service_account.list_namespaced_pod(namespace)
     assert refused.value.status == 403
-    assert f'"{subject}" cannot list resource "pods"' in refused.value.body
+    message = json.loads(refused.value.body)["message"]
+    assert f'User "{subject}" cannot list resource "pods"' in message
 
 
 def test_deleting_an_owner_deletes_its_children(kube, namespace):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes.client.rest import ApiException
 
@@ -72,18 +74,20 @@ def test_object_violating_the_schema_is_rejected_naming_the_field(kube, namespac
             GROUP, VERSION, namespace, PLURAL, _widget("bad", "big")
         )
 
+    status = json.loads(rejected.value.body)
     assert rejected.value.status == 422
-    assert "spec.size" in rejected.value.body
-    assert 'Invalid value: "string"' in rejected.value.body
+    assert [c["field"] for c in status["details"]["causes"]] == ["spec.size"]
+    assert "spec.size in body must be of type integer" in status["message"]
 
 
 def test_value_below_the_minimum_is_rejected_naming_the_field(kube, namespace, widget_crd):
     with pytest.raises(ApiException) as rejected:
         kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _widget("zero", 0))
 
+    status = json.loads(rejected.value.body)
     assert rejected.value.status == 422
-    assert "spec.size" in rejected.value.body
-    assert "should be greater than or equal to 1" in rejected.value.body
+    assert [c["field"] for c in status["details"]["causes"]] == ["spec.size"]
+    assert "spec.size in body should be greater than or equal to 1" in status["message"]
 
 
 def test_status_write_is_kept_and_unknown_status_fields_are_pruned(kube, namespace, widget_crd):
