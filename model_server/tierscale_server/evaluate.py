@@ -1,9 +1,9 @@
-"""Offline evaluation: every tier and both baselines side by side on the same split.
+"""Offline evaluation: every tier, each encoder alone, and both baselines on the same split.
 
 Writes ``reports/quality.json``: HR@10 and NDCG@10 on the validation and test targets under
-full ranking (history masked), the training time per tier, and batch-1 CPU latency of each tier
-(the cost axis of the frontier), plus a check that quality increases with tier size and every
-tier beats popularity.
+full ranking (history masked), the training time per encoder, and batch-1 CPU latency of each
+tier (the cost axis of the frontier), plus a check that quality increases with tier size and
+every tier beats popularity.
 """
 
 from __future__ import annotations
@@ -16,30 +16,26 @@ from pathlib import Path
 
 import torch
 
-from .model import left_pad
+from .ensemble import Ensemble, load_ensemble
 from .ranking_metrics import evaluate_scorer, item_knn_scorer, popularity_scorer
 from .tiers import TIER_NAMES, tier_config
-from .train import load_dataset, load_or_train, model_from_checkpoint, model_scorer, pick_device
+from .train import load_dataset, pick_device
 
 log = logging.getLogger(__name__)
 
 
-def measure_latency_ms(model, histories: list, repeats: int = 3) -> dict:
-    """Time batch-1 scoring (user vector + dot with all items + top 10) on the CPU.
+def measure_latency_ms(ensemble: Ensemble, histories: list, repeats: int = 3) -> dict:
+    """Time batch-1 scoring (user vectors + scores over all items + top 10) on one request at a time.
 
     Item vectors are computed once beforehand, as the server does. Returns the median and p95
     over ``repeats`` passes over ``histories``, in milliseconds.
     """
-    model = model.cpu().eval()
-    with torch.inference_mode():
-        items = model.item_vectors()
-        samples = []
-        for _ in range(repeats):
-            for history in histories:
-                start = time.perf_counter()
-                batch = left_pad([history], model.max_len)
-                (model.user_vectors(batch, items) @ items.T).topk(10)
-                samples.append((time.perf_counter() - start) * 1000)
+    samples = []
+    for _ in range(repeats):
+        for history in histories:
+            start = time.perf_counter()
+            ensemble.score_histories([history]).topk(10)
+            samples.append((time.perf_counter() - start) * 1000)
     samples.sort()
     return {
         "p50_ms": round(samples[len(samples) // 2], 2),
@@ -75,23 +71,31 @@ def run_quality(output: Path, tiers=TIER_NAMES, movielens: str | None = None, de
         log.info("baseline %s: %s", name, report["baselines"][name])
 
     latency_users = [split.history_for("test", u) for u in range(0, len(split.train), max(1, len(split.train) // 100))]
+    report["encoders"] = {}
     for name in tiers:
-        config = tier_config(name)
-        checkpoint = load_or_train(config, dataset, device, progress=progress)
-        model = model_from_checkpoint(checkpoint, dataset.item_text).to(device)
-        scorer = model_scorer(model, device)
+        tier = tier_config(name)
+        ensemble, checkpoints = load_ensemble(tier, dataset, device, train_if_missing=True, progress=progress)
+        for checkpoint, model in zip(checkpoints, ensemble.models):
+            encoder = checkpoint["config"]["name"]
+            if encoder in report["encoders"]:
+                continue
+            alone = Ensemble([model], device)
+            report["encoders"][encoder] = {
+                **{k: checkpoint["config"][k] for k in ("n_layers", "max_len", "learning_rate", "dropout", "seed")},
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "best_epoch": checkpoint["best"]["epoch"],
+                "train_seconds": checkpoint["train_seconds"],
+                "trained_on": checkpoint["device"],
+                "valid": evaluate_scorer(alone.score_histories, split, "valid"),
+                "test": evaluate_scorer(alone.score_histories, split, "test"),
+            }
+
         report["tiers"][name] = {
-            "n_layers": config.n_layers,
-            "max_len": config.max_len,
-            "learning_rate": config.learning_rate,
-            "dropout": config.dropout,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "best_epoch": checkpoint["best"]["epoch"],
-            "train_seconds": checkpoint["train_seconds"],
-            "trained_on": checkpoint["device"],
-            "valid": evaluate_scorer(scorer, split, "valid"),
-            "test": evaluate_scorer(scorer, split, "test"),
-            "latency_batch1_cpu": measure_latency_ms(model, latency_users),
+            "encoders": list(tier.encoders),
+            "layer_passes": tier.layer_passes,
+            "valid": evaluate_scorer(ensemble.score_histories, split, "valid"),
+            "test": evaluate_scorer(ensemble.score_histories, split, "test"),
+            f"latency_batch1_{device.type}": measure_latency_ms(ensemble, latency_users),
         }
         log.info("tier %s: %s", name, report["tiers"][name])
 

@@ -1,4 +1,4 @@
-"""A loaded tier: the fine-tuned model, its item vectors, and the known users' histories.
+"""A loaded tier: its fine-tuned encoders, their item vectors, and the known users' histories.
 
 Item vectors are computed once at load. User vectors of known users (requests by ``user_id``
 without an explicit history) are cached in an LRU cache, because a known user's history does not
@@ -16,15 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import left_pad
+from .ensemble import load_ensemble
 from .tiers import tier_config
-from .train import load_dataset, load_or_train, model_from_checkpoint, pick_device, checkpoint_path
+from .train import load_dataset, pick_device
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointMissing(RuntimeError):
-    pass
 
 
 @dataclass
@@ -50,26 +46,16 @@ class TierScorer:
         self.device = pick_device(device)
         dataset = load_dataset(movielens)
         self.data = dataset.data
+        self.ensemble, checkpoints = load_ensemble(self.config, dataset, self.device, train_if_missing)
+        self.validation = {c["config"]["name"]: c["best"] for c in checkpoints}
 
-        path = checkpoint_path(self.config)
-        if not path.exists() and not train_if_missing:
-            raise CheckpointMissing(
-                f"no checkpoint for tier {tier!r} at {path}; run `python -m tierscale_server train --tier {tier}` "
-                "or start with --train-if-missing"
-            )
-        checkpoint = load_or_train(self.config, dataset, self.device, progress=False)
-        self.model = model_from_checkpoint(checkpoint, dataset.item_text).to(self.device)
-        self.validation = checkpoint["best"]
-
-        with torch.inference_mode():
-            self.item_vectors = self.model.item_vectors().contiguous()
         self.user_cache_size = user_cache_size
         self._user_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
         self.load_seconds = time.monotonic() - started
-        log.info("tier %s loaded on %s in %.1f s (%d items, %d users, validation %s)", tier, self.device,
-                 self.load_seconds, self.data.n_items, self.data.n_users, self.validation)
+        log.info("tier %s loaded on %s in %.1f s: encoders %s, %d items, %d users", tier, self.device,
+                 self.load_seconds, ", ".join(self.config.encoders), self.data.n_items, self.data.n_users)
 
     @property
     def n_items(self) -> int:
@@ -85,18 +71,16 @@ class TierScorer:
 
     @torch.inference_mode()
     def score(self, queries: list[Query]) -> list[Scored]:
-        """Score a batch: one pass through the encoder for the users not in the cache."""
+        """Score a batch: one encoder pass per encoder for the users not in the cache."""
         vectors: list[torch.Tensor | None] = [self._cached(q.user) for q in queries]
         missing = [i for i, v in enumerate(vectors) if v is None]
         if missing:
-            batch = left_pad([queries[i].history for i in missing], self.model.max_len, self.device)
-            encoded = self.model.user_vectors(batch, self.item_vectors)
+            encoded = self.ensemble.user_vectors([queries[i].history for i in missing])
             for row, i in enumerate(missing):
                 vectors[i] = encoded[row]
                 self._remember(queries[i].user, encoded[row])
 
-        scores = torch.stack(vectors) @ self.item_vectors.T
-        scores[:, 0] = -torch.inf
+        scores = self.ensemble.scores(torch.stack(vectors))
         for row, query in enumerate(queries):
             if len(query.history):
                 scores[row, torch.as_tensor(query.history, device=scores.device)] = -torch.inf

@@ -23,7 +23,7 @@ from .data import Interactions, Split, cache_dir, leave_last_out, load_movielens
 from .encoder import item_text_embeddings, load_pretrained_bert
 from .model import SequentialRecommender, left_pad
 from .ranking_metrics import evaluate_scorer
-from .tiers import TierConfig
+from .tiers import EncoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,11 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def checkpoint_path(config: TierConfig) -> Path:
+def checkpoint_path(config: EncoderConfig) -> Path:
     return cache_dir() / "checkpoints" / f"{config.name}-{config.fingerprint()}.pt"
 
 
-def build_model(config: TierConfig, item_text: torch.Tensor) -> SequentialRecommender:
+def build_model(config: EncoderConfig, item_text: torch.Tensor) -> SequentialRecommender:
     bert = load_pretrained_bert()
     return SequentialRecommender(
         bert, item_text, n_layers=config.n_layers, max_len=config.max_len, dropout=config.dropout
@@ -96,7 +96,7 @@ def model_scorer(model: SequentialRecommender, device: torch.device):
     return score
 
 
-def train_tier(config: TierConfig, dataset: Dataset, device: torch.device, progress: bool = True) -> dict:
+def train_encoder(config: EncoderConfig, dataset: Dataset, device: torch.device, progress: bool = True) -> dict:
     """Train one tier and return its checkpoint dict (state, settings, validation history)."""
     _seed_everything(config.seed)
     model = build_model(config, dataset.item_text).to(device)
@@ -134,7 +134,7 @@ def train_tier(config: TierConfig, dataset: Dataset, device: torch.device, progr
         valid = evaluate_scorer(model_scorer(model, device), dataset.split, "valid")
         history.append({"epoch": epoch, "loss": round(loss_sum / steps_per_epoch, 4), **valid,
                         "elapsed_s": round(time.monotonic() - started, 1)})
-        log.info("tier %s epoch %d: loss %.3f, valid %s", config.name, epoch, loss_sum / steps_per_epoch, valid)
+        log.info("encoder %s epoch %d: loss %.3f, valid %s", config.name, epoch, loss_sum / steps_per_epoch, valid)
 
         if valid["ndcg@10"] > best:
             best, stale = valid["ndcg@10"], 0
@@ -160,7 +160,7 @@ def train_tier(config: TierConfig, dataset: Dataset, device: torch.device, progr
 
 
 def load_or_train(
-    config: TierConfig,
+    config: EncoderConfig,
     dataset: Dataset,
     device: torch.device,
     force: bool = False,
@@ -169,20 +169,20 @@ def load_or_train(
     """Return the cached checkpoint of ``config``, training and caching it on a miss."""
     path = checkpoint_path(config)
     if path.exists() and not force:
-        log.info("tier %s: using cached checkpoint %s", config.name, path)
+        log.info("encoder %s: using cached checkpoint %s", config.name, path)
         return torch.load(path, map_location="cpu", weights_only=False)
 
-    checkpoint = train_tier(config, dataset, device, progress=progress)
+    checkpoint = train_encoder(config, dataset, device, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(checkpoint, tmp)
     tmp.replace(path)
-    log.info("tier %s: trained in %.0f s, saved %s", config.name, checkpoint["train_seconds"], path)
+    log.info("encoder %s: trained in %.0f s, saved %s", config.name, checkpoint["train_seconds"], path)
     return checkpoint
 
 
 def model_from_checkpoint(checkpoint: dict, item_text: torch.Tensor) -> SequentialRecommender:
-    config = TierConfig(**checkpoint["config"])
+    config = EncoderConfig(**checkpoint["config"])
     model = build_model(config, item_text)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
