@@ -73,7 +73,7 @@ def position_bias(
         if rank < n and shown < n:
             clicks[rank, shown] = min(value, impressions[rank, shown])
     try:
-        return estimate_from_swaps(impressions, clicks, n_bootstrap=0), None
+        return estimate_from_swaps(impressions, clicks, n_bootstrap=200), None
     except InvalidPositionDataError as error:
         return None, f"position bias not yet estimated: {error}"
 

@@ -107,10 +107,12 @@ def pod_template(spec: RecommenderSpec, recommender: str, tier: Tier) -> dict[st
         "prometheus.io/port": str(ports["metrics"]),
         "prometheus.io/path": "/metrics",
     }
-    return {
-        "metadata": {"labels": labels, "annotations": annotations},
-        "spec": {"containers": [container], "terminationGracePeriodSeconds": 10},
-    }
+    pod_spec: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 10}
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
 
 
 def template_hash(template: Mapping[str, Any]) -> str:

@@ -138,9 +138,7 @@ class Controller:
             gpus_allocated=view.gpus,
             requests_per_second=None if sample.unreachable else sample.requests_per_second,
             latency_p95_ms=sample.latency_p95_ms,
-            ctr_adjusted=adjusted.ctr_adjusted if adjusted.ctr_adjusted is not None else (
-                0.0 if sample.idle and not sample.unreachable else None
-            ),
+            ctr_adjusted=adjusted.ctr_adjusted,
             metrics_at_s=None if sample.unreachable or sample.requests_per_second is None else now_s,
             pending_replicas=view.pending_for_gpus,
             tier_rollout=stored.controller.rollout is not None or first_step,

@@ -21,6 +21,25 @@ VERSION = "v1alpha1"
 PLURAL = "recommenderdeployments"
 KIND = "RecommenderDeployment"
 
+# PolicyConfig's field names -> the spec paths they come from, for error messages.
+_POLICY_FIELDS = {
+    "tiers": "spec.tiers",
+    "min_replicas": "spec.replicas.min",
+    "max_replicas": "spec.replicas.max",
+    "gpu_budget": "spec.gpuBudget",
+    "slo_latency_p95_ms": "spec.slo.latencyP95Ms",
+    "click_value": "spec.objective.clickValue",
+    "gpu_hour_cost": "spec.objective.gpuHourCost",
+    "slo_penalty": "spec.objective.sloPenalty",
+    "interval_s": "spec.policy.interval",
+    "cooldown_s": "spec.policy.cooldown",
+    "learning_rate": "spec.policy.learningRate",
+    "discount": "spec.policy.discount",
+    "epsilon": "spec.policy.epsilon",
+    "epsilon_min": "spec.policy.epsilonMin",
+    "epsilon_decay": "spec.policy.epsilonDecay",
+    "mode": "spec.policy.mode",
+}
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -88,6 +107,8 @@ class RecommenderSpec:
     causal: CausalSpec
     pod_labels: Mapping[str, str]
     pod_annotations: Mapping[str, str]
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, Any], ...]
     policy: PolicyConfig
 
     @property
@@ -157,7 +178,9 @@ def parse_spec(spec: Mapping[str, Any]) -> RecommenderSpec:
             mode=policy.get("mode", "learn"),
         )
     except PolicyConfigError as error:
-        raise SpecError("spec", "(policy settings)", str(error)) from error
+        message = str(error)
+        field = _POLICY_FIELDS.get(message.split(" ", 1)[0].split("[", 1)[0], "spec")
+        raise SpecError(field, "(see message)", message) from error
 
     return RecommenderSpec(
         model=ModelSpec(
@@ -189,5 +212,7 @@ def parse_spec(spec: Mapping[str, Any]) -> RecommenderSpec:
         ),
         pod_labels=dict((spec.get("podTemplate") or {}).get("labels") or {}),
         pod_annotations=dict((spec.get("podTemplate") or {}).get("annotations") or {}),
+        node_selector=dict((spec.get("podTemplate") or {}).get("nodeSelector") or {}),
+        tolerations=tuple((spec.get("podTemplate") or {}).get("tolerations") or ()),
         policy=policy_config,
     )

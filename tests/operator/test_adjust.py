@@ -1,0 +1,57 @@
+"""Per-interval causal adjustment: position correction, and missing data left missing."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from tierscale_operator.adjust import IntervalHistory, adjust_interval, corrected_ctr, position_bias
+from tierscale_operator.causal.position_bias import PositionBias
+
+NOON = datetime.datetime(2026, 12, 4, 12, tzinfo=datetime.timezone.utc)
+
+
+def test_corrected_ctr_divides_clicks_by_examination():
+    bias = PositionBias.from_config([1.0, 0.5])
+
+    # (10 / 1.0 + 4 / 0.5) / 200
+    assert corrected_ctr({1: 100, 2: 100}, {1: 10, 2: 4}, bias) == pytest.approx(0.09)
+
+
+def test_zero_impressions_leave_ctr_missing_not_zero():
+    result = adjust_interval(
+        impressions={}, clicks={}, tier="small", load_rps=0.0, at=NOON, bias=None,
+        history=IntervalHistory(), tiers=["small"], use_confounders=True,
+    )
+
+    assert result.ctr_raw is None
+    assert result.ctr_adjusted is None
+    assert result.notes == ("no impressions in the interval (CTR is 0/0)",)
+
+
+def test_estimated_bias_waits_for_swaps_and_says_why():
+    bias, note = position_bias("estimate", (), {}, {})
+
+    assert bias is None
+    assert note == "position bias not yet estimated: no swapped impressions recorded"
+
+
+def test_estimated_bias_from_adjacent_swaps():
+    # Rank 1 and 2 swapped: theta_2 / theta_1 = (ctr[1->2] + ctr[2->2]) / (ctr[1->1] + ctr[2->1]).
+    impressions = {"1,1": 1000, "1,2": 1000, "2,1": 1000, "2,2": 1000}
+    clicks = {"1,1": 100, "1,2": 50, "2,1": 80, "2,2": 40}
+
+    bias, note = position_bias("estimate", (), impressions, clicks)
+
+    assert note is None
+    assert bias.examination[0] == 1.0
+    assert bias.examination[1] == pytest.approx((0.05 + 0.04) / (0.10 + 0.08))
+
+
+def test_history_is_bounded():
+    history = IntervalHistory()
+    for i in range(2100):
+        history.add("small", i % 24, 10.0, 0.05, 100.0)
+
+    assert len(history.rows) == 2000
