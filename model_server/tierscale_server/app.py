@@ -165,7 +165,7 @@ def build_apps(service: ModelService) -> dict[int, Starlette]:
 
 
 async def _http_exception(request: Request, error: HTTPException) -> JSONResponse:
-    """Answer unknown paths and wrong methods in the same JSON error shape as the API errors."""
+    """Return errors for unknown paths and wrong methods in the JSON shape of the API errors."""
     if error.status_code == 404:
         message = f"path {request.url.path} not found"
     elif error.status_code == 405:

@@ -1,7 +1,7 @@
 """Command line: ``python -m tierscale_server {train,evaluate,serve}``.
 
 Every ``serve`` flag also reads an environment variable (named in ``--help``), so a pod spec
-can set either; a flag given on the command line wins.
+can set either. A flag given on the command line wins.
 """
 
 from __future__ import annotations

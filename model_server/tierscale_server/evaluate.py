@@ -18,8 +18,8 @@ import torch
 
 from .ensemble import Ensemble, load_ensemble
 from .ranking_metrics import evaluate_scorer, item_knn_scorer, popularity_scorer
-from .tiers import TIER_NAMES, tier_config
-from .train import load_dataset, pick_device
+from .tiers import ENCODERS, TIER_NAMES, tier_config
+from .train import checkpoint_path, load_dataset, load_or_train, model_from_checkpoint, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +76,8 @@ def run_quality(output: Path, tiers=TIER_NAMES, movielens: str | None = None, de
         tier = tier_config(name)
         ensemble, checkpoints = load_ensemble(tier, dataset, device, train_if_missing=True, progress=progress)
         for checkpoint, model in zip(checkpoints, ensemble.models):
-            encoder = checkpoint["config"]["name"]
-            if encoder in report["encoders"]:
-                continue
-            alone = Ensemble([model], device)
-            report["encoders"][encoder] = {
-                **{k: checkpoint["config"][k] for k in ("n_layers", "max_len", "learning_rate", "dropout", "seed")},
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "best_epoch": checkpoint["best"]["epoch"],
-                "train_seconds": checkpoint["train_seconds"],
-                "trained_on": checkpoint["device"],
-                "valid": evaluate_scorer(alone.score_histories, split, "valid"),
-                "test": evaluate_scorer(alone.score_histories, split, "test"),
-            }
+            report["encoders"].setdefault(checkpoint["config"]["name"],
+                                          describe_encoder(checkpoint, model, split, device, in_tier=True))
 
         report["tiers"][name] = {
             "encoders": list(tier.encoders),
@@ -99,10 +88,33 @@ def run_quality(output: Path, tiers=TIER_NAMES, movielens: str | None = None, de
         }
         log.info("tier %s: %s", name, report["tiers"][name])
 
+    # Encoders outside every tier (the deeper single encoders) are reported when trained, to
+    # show the depth axis; they are never trained here.
+    for name, config in ENCODERS.items():
+        if name not in report["encoders"] and checkpoint_path(config).exists():
+            checkpoint = load_or_train(config, dataset, device)
+            model = model_from_checkpoint(checkpoint, dataset.item_text)
+            report["encoders"][name] = describe_encoder(checkpoint, model, split, device, in_tier=False)
+
     report["checks"] = quality_checks(report)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def describe_encoder(checkpoint: dict, model, split, device, in_tier: bool) -> dict:
+    alone = Ensemble([model], device)
+    return {
+        **{k: checkpoint["config"][k] for k in ("n_layers", "max_len", "learning_rate", "dropout", "seed")},
+        "in_a_tier": in_tier,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "best_epoch": checkpoint["best"]["epoch"],
+        "epochs_run": len(checkpoint["history"]),
+        "train_seconds": checkpoint["train_seconds"],
+        "trained_on": checkpoint["device"],
+        "valid": evaluate_scorer(alone.score_histories, split, "valid"),
+        "test": evaluate_scorer(alone.score_histories, split, "test"),
+    }
 
 
 def quality_checks(report: dict) -> dict:

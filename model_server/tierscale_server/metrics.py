@@ -1,7 +1,7 @@
 """Prometheus metrics of the model server: the server side of the metrics contract.
 
-Every series carries the labels ``model`` and ``tier``; ``position`` is bounded by
-``MAX_POSITION_LABEL`` (positions beyond it share the label ``"over"``) and ``code`` takes the
+Every series carries the labels ``model`` and ``tier``. The label ``position`` is bounded:
+positions beyond ``MAX_POSITION_LABEL`` share the label ``"over"``. The label ``code`` takes the
 HTTP status codes the server returns. This module imports only ``prometheus_client``, so the
 operator's contract test can import the names without torch.
 """

@@ -1,8 +1,8 @@
 """A loaded tier: its fine-tuned encoders, their item vectors, and the known users' histories.
 
 Item vectors are computed once at load. User vectors of known users (requests by ``user_id``
-without an explicit history) are cached in an LRU cache, because a known user's history does not
-change while the server runs; explicit histories are always encoded.
+without an explicit history) are kept in an LRU cache, because a known user's history does not
+change while the server runs. Explicit histories are always encoded.
 """
 
 from __future__ import annotations

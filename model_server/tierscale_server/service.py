@@ -1,7 +1,7 @@
 """The model service behind the HTTP APIs: tier lifecycle, request handling and click logging.
 
-Lifecycle: ``loading`` (the tier loads in a thread while the ports already answer, so ``/ping``
-can report 503) -> ``ready`` -> ``stopped``, or ``failed`` with the load error. Request
+Lifecycle: ``loading`` -> ``ready`` -> ``stopped``, or ``failed`` with the load error. The tier
+loads in a thread while the ports already accept requests, so ``/ping`` can report 503. Request
 validation lives here and raises :class:`ApiError`, which the routes turn into JSON errors.
 """
 
@@ -187,12 +187,15 @@ class ModelService:
         return np.asarray(items, dtype=np.int64)
 
     async def predict(self, query) -> dict:
-        """Score one query through the batcher, randomise its order, log it and build the response."""
+        """Score one query through the batcher and build its response."""
         try:
             scored = await self.batcher.submit(query)
         except WorkerUnavailable as error:
             raise ApiError(503, str(error)) from None
+        return self.respond(scored)
 
+    def respond(self, scored) -> dict:
+        """Randomise the order of a scored ranking, log it for feedback, count impressions, build the body."""
         shown, swapped_at = randomize_ranking(max(1, len(scored.items)), self.config.swap_probability, self._rng)
         shown = shown[:len(scored.items)]
         items = self.scorer.data.items

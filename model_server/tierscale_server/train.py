@@ -70,8 +70,8 @@ def sample_windows(split: Split, max_len: int, generator: torch.Generator) -> tu
     """Draw one window of up to ``max_len`` (input, next-item target) pairs per user.
 
     The window ends at a uniformly drawn point of the user's train sequence, at or after the
-    point where a full window fits, so one epoch costs one window per user (943 on
-    MovieLens-100K) yet over epochs every part of a long history is trained on. Both tensors
+    point where a full window fits. One epoch costs one window per user (943 on MovieLens-100K),
+    and over the epochs every part of a long history is trained on. Both tensors
     are left-padded with 0, which the loss ignores.
     """
     inputs, targets = [], []

@@ -1,7 +1,7 @@
 """A real model server process on loopback, serving the small tier on real MovieLens-100K data.
 
 The small tier's encoder is trained on first use (a few minutes on 2 CPU cores) and cached
-under ``$TIERSCALE_CACHE``; later runs load the checkpoint in seconds.
+under ``$TIERSCALE_CACHE``, so later runs load the checkpoint in seconds.
 """
 
 from __future__ import annotations

@@ -111,3 +111,28 @@ def test_invalid_port_environment_names_the_variable(monkeypatch):
 
     with pytest.raises(SystemExit, match="invalid TIERSCALE_PORT='eighty'"):
         build_parser()
+
+
+def test_apis_on_the_same_port_share_one_app():
+    from tierscale_server.app import build_apps
+    from tierscale_server.service import ModelService
+
+    apps = build_apps(ModelService(ServerConfig(port=9000, management_port=9000, metrics_port=9001)))
+
+    assert sorted(apps) == [9000, 9001]
+    paths = {route.path for route in apps[9000].routes}
+    assert {"/ping", "/predictions/{model}", "/feedback", "/models", "/models/{model}"} <= paths
+    assert [route.path for route in apps[9001].routes] == ["/metrics"]
+
+
+def test_throughput_at_p99_interpolates_between_points():
+    from tierscale_server.bench import throughput_at_p99
+
+    sweep = [
+        {"concurrency": 1, "requests_per_s": 20.0, "p99_ms": 50.0},
+        {"concurrency": 8, "requests_per_s": 100.0, "p99_ms": 150.0},
+    ]
+
+    assert throughput_at_p99(sweep, 100.0) == 60.0
+    assert throughput_at_p99(sweep, 200.0) == 100.0
+    assert throughput_at_p99(sweep, 40.0) is None
