@@ -523,6 +523,37 @@ def _write_prometheus_config(config: ClusterConfig) -> None:
     )
 
 
+def service_account_kubeconfig(
+    config: ClusterConfig, tools: Tools, namespace: str, service_account: str, path: Path
+) -> Path:
+    """Writes a kubeconfig that authenticates as a ServiceAccount (a 24 h token), so a process
+    run outside the cluster has exactly that account's RBAC, as it would in a pod."""
+    token = kubectl(
+        config, tools, "create", "token", service_account, "-n", namespace, "--duration=24h"
+    ).stdout.strip()
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "tierscale-local",
+                "cluster": {
+                    "server": config.apiserver_url,
+                    "certificate-authority": str(config.pki_dir / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [
+            {"name": "tierscale-local", "context": {"cluster": "tierscale-local", "user": service_account}}
+        ],
+        "current-context": "tierscale-local",
+    }
+    path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
 def kubectl(
     config: ClusterConfig, tools: Tools, *args: str, input: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:
@@ -548,5 +579,6 @@ __all__ = [
     "kubectl",
     "node_manifest",
     "running_components",
+    "service_account_kubeconfig",
     "up",
 ]

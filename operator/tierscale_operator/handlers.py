@@ -48,6 +48,7 @@ def controller() -> Controller:
 def configure(settings: kopf.OperatorSettings, **_) -> None:
     # One loop per resource comes from a Lease per resource (see lease.py), not from kopf peering.
     settings.peering.standalone = True
+    # kopf would post an Event for every timer run at info; our own Events go through kopf.event.
     settings.posting.level = logging.WARNING
     settings.persistence.finalizer = "tierscale.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tierscale.io")
@@ -96,7 +97,7 @@ def recommenderdeployment_reconcile(body, namespace, name, uid, patch, logger, *
         ctl.apps, ctl.core, namespace, name, uid, spec, _stored_tier_replicas(namespace, name, spec)
     )
     for change in changes:
-        kopf.info(body, reason="Reconciled", message=change)
+        kopf.event(body, type="Normal", reason="Reconciled", message=change)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_S, sharp=False)
