@@ -34,3 +34,9 @@ test-unit: ## only the tests that need no cluster
 
 # Component targets (model server, causal adjustment, policy) live beside each other here.
 include $(wildcard hack/make/*.mk)
+
+DEMO_MINUTES ?= 10
+.PHONY: demo
+demo: deps tools ## the main job: the operator on the local cluster under MovieLens load (DEMO_MINUTES=10)
+	$(PYTHON) -m tierscale_server train
+	$(PYTHON) -m tierscale_demo --minutes $(DEMO_MINUTES)

@@ -1,0 +1,1 @@
+"""The demo: the operator on the local cluster, driven by MovieLens users replayed at a compressed diurnal rate."""
