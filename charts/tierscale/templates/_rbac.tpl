@@ -8,12 +8,11 @@ one with `kubectl auth can-i` and runs the operator's API calls as its ServiceAc
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
-{{- if .Values.watchNamespaces }}
-# With --namespace, kopf lists and watches namespaces to notice the watched ones appearing.
+# With --namespace, kopf lists and watches namespaces to notice the watched ones appearing (the
+# demo and the end-to-end test run the operator with --namespace on the cluster-wide RBAC too).
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
-{{- end }}
 {{- end }}
 
 {{/* Rules on namespaced objects, granted where the operator watches. */}}
