@@ -271,3 +271,14 @@ def test_manifests_delete_in_documented_order_cleans_up(cluster, kube, namespace
     with pytest.raises(ApiException) as missing:
         kube.rbac.read_cluster_role(operator)
     assert missing.value.status == 404
+
+
+def test_kind_prometheus_manifest_passes_server_dry_run(cluster, namespace):
+    # The dry run cannot see a namespace it would create, so the objects move to the test's namespace.
+    text = (REPO / "hack" / "kind" / "prometheus.yaml").read_text().replace("tierscale-monitoring", namespace)
+    objects = [o for o in yaml.safe_load_all(text) if o["kind"] != "Namespace"]
+
+    out = _server_dry_run(cluster, yaml.safe_dump_all(objects))
+
+    assert "deployment.apps/prometheus" in out
+    assert "clusterrole.rbac.authorization.k8s.io/tierscale-kind-prometheus" in out
