@@ -4,8 +4,8 @@
 
 pip resolves the extra from the package index (a dry run: nothing is installed) and every package of
 the resolution is written as name==version, so an image built later gets the versions that were
-resolved here. The resolution is for the machine this runs on (CPython version, Linux, x86_64); the
-images use python:3.11 on Linux, so run it with Python 3.11 on Linux.
+resolved here. pip resolves for the interpreter and platform it runs on, and the images use
+python:3.11 on Linux, so run it with Python 3.11 on Linux.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The kind path for users who have Docker (docs/kind.md): create a kind cluster with simulated GPU
-# nodes, build and load both images, install Prometheus and the chart, apply the example resource,
-# and wait until the operator reports it Ready with its replicas on the GPU nodes.
+# The kind path for users who have Docker (docs/kind.md). It creates a kind cluster with simulated
+# GPU nodes, builds and loads both images, and installs Prometheus and the chart. Then it applies
+# the example resource and waits until the operator reports it Ready.
 #
 #   hack/kind/e2e.sh            # everything; KEEP_CLUSTER=1 leaves the cluster running
 #   hack/kind/e2e.sh --delete   # delete the cluster

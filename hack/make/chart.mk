@@ -4,7 +4,7 @@
 
 HELM = $(shell hack/build-tools.sh --bindir | awk -F'\t' '$$1 == "helm" {print $$2}')/helm
 
-.PHONY: manifests chart-schema chart-dashboard chart-lint docs-reference chart-generate test-chart lint-dockerfiles \
+.PHONY: manifests chart-schema chart-dashboard chart-lint docs-reference docs-numbers chart-generate test-chart lint-dockerfiles \
 	docker-lock kind-e2e
 
 chart-schema: ## regenerate charts/tierscale/values.schema.json
@@ -19,7 +19,10 @@ manifests: tools ## regenerate manifests/ (RBAC, operator) and the chart's copy 
 docs-reference: ## regenerate docs/reference.md from the CRD schema
 	$(PYTHON) hack/chart/crd_reference.py
 
-chart-generate: chart-schema chart-dashboard manifests docs-reference ## every generated chart, manifest and docs file
+docs-numbers: ## rewrite the measured numbers in docs/how-it-decides.md from reports/*.json
+	$(PYTHON) hack/chart/docs_numbers.py
+
+chart-generate: chart-schema chart-dashboard manifests docs-reference docs-numbers ## every generated chart, manifest and docs file
 
 chart-lint: tools ## helm lint the chart
 	$(HELM) lint --strict charts/tierscale

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import CHART, REPO, find
 
-GENERATORS = ["values_schema.py", "dashboard.py", "crd_reference.py"]
+GENERATORS = ["values_schema.py", "dashboard.py", "crd_reference.py", "docs_numbers.py"]
 
 
 def test_helm_lint_is_clean(helm):
