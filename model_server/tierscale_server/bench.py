@@ -8,9 +8,10 @@ generator runs in this process and shares the CPU with the server under test, eq
 every variant.
 
 Variants: ``tierscale`` (dynamic batching and the user-vector cache, as deployed),
-``tierscale-no-cache`` (batching only: every request encodes its history, as TorchServe does)
-and ``torchserve`` (the handler in ``torchserve_handler.py``, TorchServe's own settings: one
-worker, batch size from ``--torchserve-batch-size``).
+``tierscale-no-cache`` (batching only: every request encodes its history, as TorchServe does),
+``tierscale-unbatched`` (no cache and batches of one: the HTTP stack alone) and ``torchserve``
+(the handler in ``torchserve_handler.py``, with TorchServe's own settings: one worker, batch
+size from ``--torchserve-batch-size``).
 
 The ratio at equal p99: TorchServe's highest-throughput point sets a p99 budget; our throughput
 at that p99 is interpolated linearly between our sweep points, and divided by TorchServe's.
@@ -62,9 +63,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_tierscale(tier: str, work: Path, cache: bool, batch_size: int, delay_ms: float) -> Target:
+VARIANTS = ("tierscale", "tierscale-no-cache", "tierscale-unbatched", "torchserve")
+
+
+def start_tierscale(tier: str, work: Path, variant: str, batch_size: int, delay_ms: float) -> Target:
+    cache = variant == "tierscale"
+    if variant == "tierscale-unbatched":
+        batch_size, delay_ms = 1, 0.0
     ports = [free_port() for _ in range(3)]
-    variant = "tierscale" if cache else "tierscale-no-cache"
     log_path = work / f"{variant}-{tier}.log"
     command = [
         sys.executable, "-m", "tierscale_server", "serve", "--tier", tier, "--host", "127.0.0.1",
@@ -81,7 +87,8 @@ def start_torchserve(tier: str, work: Path, batch_size: int, delay_ms: float) ->
     store = work / "model-store"
     store.mkdir(parents=True, exist_ok=True)
     extra = work / "tier.json"
-    extra.write_text(json.dumps({"tier": tier, "model_name": MODEL}))
+    # The same torch thread count as our server, so the comparison isolates the serving stack.
+    extra.write_text(json.dumps({"tier": tier, "model_name": MODEL, "torch_threads": 1}))
     handler = Path(__file__).with_name("torchserve_handler.py")
     subprocess.run([
         sys.executable, "-m", "model_archiver.model_packaging", "--model-name", MODEL, "--version", "1.0",
@@ -213,7 +220,7 @@ def compare(results: dict) -> dict:
             continue
         reference = max(torchserve["sweep"], key=lambda p: p["requests_per_s"])
         ratios[tier] = {"torchserve_point": reference}
-        for variant in ("tierscale", "tierscale-no-cache"):
+        for variant in VARIANTS[:-1]:
             if variant not in variants:
                 continue
             ours = throughput_at_p99(variants[variant]["sweep"], reference["p99_ms"])
@@ -240,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tierscale_server.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="reports/bench-server.json", help="report path")
     parser.add_argument("--tiers", default=",".join(TIER_NAMES), help="comma-separated tiers (default: all)")
-    parser.add_argument("--variants", default="tierscale,tierscale-no-cache,torchserve",
+    parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated server variants to run")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts (default 1,8,32)")
     parser.add_argument("--duration-s", type=float, default=10.0, help="measured seconds per point (default 10)")
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     for tier in tiers:
         tier_config(tier)
-    unknown = sorted(set(variants) - {"tierscale", "tierscale-no-cache", "torchserve"})
+    unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variant(s) {unknown}")
 
@@ -275,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             if variant == "torchserve":
                 target = start_torchserve(tier, work / "torchserve", args.torchserve_batch_size, args.batch_delay_ms)
             else:
-                target = start_tierscale(tier, work, variant == "tierscale", args.batch_size, args.batch_delay_ms)
+                target = start_tierscale(tier, work, variant, args.batch_size, args.batch_delay_ms)
             try:
                 ready_s = wait_ready(target, users[0])
                 sweep = []
@@ -294,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"concurrency": levels, "duration_s": args.duration_s, "warmup_s": args.warmup_s,
                      "tierscale_max_batch_size": args.batch_size, "tierscale_max_batch_delay_ms": args.batch_delay_ms,
                      "torchserve_batch_size": args.torchserve_batch_size, "torchserve_workers": 1,
-                     "tierscale_workers": 1},
+                     "tierscale_workers": 1, "torch_threads_both": 1},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "results": results,

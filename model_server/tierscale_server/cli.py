@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="user vectors cached for known users, 0 disables (env TIERSCALE_USER_CACHE_SIZE)")
     serve.add_argument("--device", default=_env("TIERSCALE_DEVICE", None),
                        help="torch device (env TIERSCALE_DEVICE; default cuda when available, else cpu)")
+    serve.add_argument("--torch-threads", type=int, default=_int_env("TIERSCALE_TORCH_THREADS", 1),
+                       help="torch intra-op threads; 0 keeps torch's default of one per core "
+                            "(env TIERSCALE_TORCH_THREADS; default 1, the fastest on a shared 2-core CPU)")
     serve.add_argument("--train-if-missing", action="store_true",
                        default=_env("TIERSCALE_TRAIN_IF_MISSING", "") in ("1", "true"),
                        help="train the tier when no cached checkpoint exists (env TIERSCALE_TRAIN_IF_MISSING=1)")

@@ -22,6 +22,7 @@ class ServerConfig:
     swap_probability: float = 0.1
     user_cache_size: int = 4096
     device: str | None = None
+    torch_threads: int = 1       # intra-op threads per process; 0 keeps torch's default
     train_if_missing: bool = False
     seed: int = 0
     movielens: str | None = None
@@ -47,6 +48,8 @@ class ServerConfig:
             problems.append(f"max_body_bytes {self.max_body_bytes} is below 64")
         if not 0.0 <= self.swap_probability <= 1.0:
             problems.append(f"swap_probability {self.swap_probability} is outside 0..1")
+        if self.torch_threads < 0:
+            problems.append(f"torch_threads {self.torch_threads} is negative")
         if self.user_cache_size < 0:
             problems.append(f"user_cache_size {self.user_cache_size} is negative")
         if self.request_log_size < 1:
@@ -61,6 +64,7 @@ class ServerConfig:
             management_port=args.management_port, metrics_port=args.metrics_port, workers=args.workers,
             max_batch_size=args.max_batch_size, max_batch_delay_ms=args.max_batch_delay_ms,
             max_body_bytes=args.max_body_bytes, swap_probability=args.swap_probability,
-            user_cache_size=args.user_cache_size, device=args.device, train_if_missing=args.train_if_missing,
+            user_cache_size=args.user_cache_size, device=args.device, torch_threads=args.torch_threads,
+            train_if_missing=args.train_if_missing,
             seed=args.seed, movielens=args.movielens,
         )

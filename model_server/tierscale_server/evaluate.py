@@ -25,17 +25,20 @@ log = logging.getLogger(__name__)
 
 
 def measure_latency_ms(ensemble: Ensemble, histories: list, repeats: int = 3) -> dict:
-    """Time batch-1 scoring (user vectors + scores over all items + top 10) on one request at a time.
+    """Time batch-1 scoring (user vectors + scores over all items + top 10) with one torch thread.
 
     Item vectors are computed once beforehand, as the server does. Returns the median and p95
     over ``repeats`` passes over ``histories``, in milliseconds.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server runs (--torch-threads 1)
     samples = []
     for _ in range(repeats):
         for history in histories:
             start = time.perf_counter()
             ensemble.score_histories([history]).topk(10)
             samples.append((time.perf_counter() - start) * 1000)
+    torch.set_num_threads(threads)
     samples.sort()
     return {
         "p50_ms": round(samples[len(samples) // 2], 2),

@@ -40,8 +40,12 @@ class Scored:
 
 class TierScorer:
     def __init__(self, tier: str, device: str | None = None, user_cache_size: int = 4096,
-                 train_if_missing: bool = False, movielens: str | None = None) -> None:
+                 train_if_missing: bool = False, movielens: str | None = None, torch_threads: int = 1) -> None:
         started = time.monotonic()
+        if torch_threads > 0:
+            # Small batches on a busy CPU: one thread avoids the intra-op pool's synchronisation,
+            # which cost 7-8x in batch-1 latency on a loaded 2-core machine (docs/model-server.md).
+            torch.set_num_threads(torch_threads)
         self.config = tier_config(tier)
         self.device = pick_device(device)
         dataset = load_dataset(movielens)

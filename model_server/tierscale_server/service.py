@@ -99,6 +99,7 @@ class ModelService:
         return TierScorer(
             self.config.tier, device=self.config.device, user_cache_size=self.config.user_cache_size,
             train_if_missing=self.config.train_if_missing, movielens=self.config.movielens,
+            torch_threads=self.config.torch_threads,
         )
 
     def set_workers(self, count: int) -> None:

@@ -10,7 +10,10 @@ the randomised adjacent swap and builds the same response body. The tier name co
 from __future__ import annotations
 
 import json
+import logging
 import os
+
+log = logging.getLogger(__name__)
 
 
 class TierHandler:
@@ -25,11 +28,18 @@ class TierHandler:
         model_dir = context.system_properties.get("model_dir")
         with open(os.path.join(model_dir, "tier.json")) as handle:
             settings = json.load(handle)
-        config = ServerConfig(tier=settings["tier"], model_name=settings["model_name"], user_cache_size=0)
+        config = ServerConfig(tier=settings["tier"], model_name=settings["model_name"], user_cache_size=0,
+                              torch_threads=settings["torch_threads"])
         service = ModelService(config)
-        service.scorer = TierScorer(config.tier, device=settings.get("device"), user_cache_size=0)
+        service.scorer = TierScorer(config.tier, device=settings.get("device"), user_cache_size=0,
+                                    torch_threads=config.torch_threads)
         service.status = "ready"
         self.service = service
+
+        import torch
+
+        log.info("tier %s loaded in the TorchServe worker: %d torch threads, device %s",
+                 config.tier, torch.get_num_threads(), service.scorer.device)
 
     def handle(self, data, context):
         from tierscale_server.service import ApiError

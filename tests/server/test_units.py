@@ -136,3 +136,8 @@ def test_throughput_at_p99_interpolates_between_points():
     assert throughput_at_p99(sweep, 100.0) == 60.0
     assert throughput_at_p99(sweep, 200.0) == 100.0
     assert throughput_at_p99(sweep, 40.0) is None
+
+
+def test_torch_threads_must_not_be_negative():
+    with pytest.raises(ValueError, match="torch_threads -1 is negative"):
+        ServerConfig(torch_threads=-1)
