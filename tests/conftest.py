@@ -8,6 +8,7 @@ Tests under ``tests/cluster/`` are marked ``cluster`` automatically.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def namespace(kube, request):
     """A fresh namespace per test, deleted afterwards."""
     from kubernetes import client
 
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + "-" + os.urandom(2).hex()
+    # Namespace names are DNS labels: parametrised test ids ("[a-b]") and underscores are replaced.
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t-{stem}-{os.urandom(2).hex()}"
     kube.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     kube.core.delete_namespace(name)
