@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tierscale_operator import adjust, builders, workloads
+from tierscale_operator import adjust, builders, offpolicy, workloads
 from tierscale_operator.lease import LoopLease
 from tierscale_operator.observe import MetricsSample, PrometheusReader
 from tierscale_operator.persistence import ControllerState, Rollout, StateStore, StoredState
@@ -155,6 +155,10 @@ class Controller:
 
         stored.policy = new_policy
         stored.controller.last_tick_at_s = now_s
+        if new_policy.steps % offpolicy.EVERY_STEPS == 0 or stored.controller.off_policy is None:
+            verdict = offpolicy.evaluate_greedy(new_policy, spec.causal.method)
+            if verdict is not None:
+                stored.controller.off_policy = verdict
         store.save(stored)  # a 409 here means another writer: the step is dropped, nothing reported
 
         status = self._status(body, spec, stored, view, sample, adjusted, decision, acted, action_error, now_s)
@@ -302,7 +306,8 @@ class Controller:
                       if gpus_short else "every replica has its GPUs", generation, now_s),
             condition("PolicyConverging", spec.mode == "learn" and decision.epsilon > spec.policy.epsilon_min,
                       {"learn": "Learning", "act": "Frozen", "recommend": "DryRun"}[spec.mode],
-                      f"mode {spec.mode}, epsilon {decision.epsilon:.4f}, {stored.policy.updates} updates",
+                      f"mode {spec.mode}, epsilon {decision.epsilon:.4f}, {stored.policy.updates} updates"
+                      + (f"; off-policy check: {controller.off_policy['reason']}" if controller.off_policy else ""),
                       generation, now_s),
         ]
         previous = (body.get("status") or {}).get("conditions") or []
@@ -319,6 +324,7 @@ class Controller:
                 "toTier": controller.rollout.to_tier,
                 "startedAt": _iso(controller.rollout.started_at_s),
             },
+            "adjustment": "; ".join(adjusted.notes) or "position bias and confounders corrected",
             "observed": {
                 "p95Ms": sample.latency_p95_ms,
                 "requestsPerSecond": sample.requests_per_second,
@@ -340,6 +346,7 @@ class Controller:
                 "updates": stored.policy.updates,
                 "epsilon": decision.epsilon,
                 "stateRef": builders.state_configmap_name(body["metadata"]["name"]),
+                "offPolicy": controller.off_policy,
             },
             "conditions": merge_conditions(previous, conditions),
         }

@@ -48,6 +48,8 @@ class ControllerState:
     # Position-bias evidence from the server's randomised adjacent swaps, summed over intervals.
     swapped_impressions: dict[str, float] = dataclasses.field(default_factory=dict)
     swapped_clicks: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The latest off-policy verdict on the greedy policy (see offpolicy.py), as status fields.
+    off_policy: dict | None = None
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -64,6 +66,7 @@ class ControllerState:
             last_tick_at_s=data.get("last_tick_at_s"),
             swapped_impressions=data.get("swapped_impressions", {}),
             swapped_clicks=data.get("swapped_clicks", {}),
+            off_policy=data.get("off_policy"),
         )
 
 
