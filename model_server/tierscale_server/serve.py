@@ -31,7 +31,7 @@ async def serve(config: ServerConfig, service: ModelService | None = None) -> No
     service = service or ModelService(config)
     servers = [
         _Server(uvicorn.Config(app, host=config.host, port=port, log_level="warning", access_log=False,
-                               lifespan="off", timeout_graceful_shutdown=10))
+                               lifespan="off", timeout_graceful_shutdown=10, http=_http_protocol()))
         for port, app in build_apps(service).items()
     ]
 
@@ -55,6 +55,22 @@ def _request_exit(servers: list[_Server], sig: int) -> None:
         server.should_exit = True
 
 
+def _http_protocol() -> str:
+    """Return uvicorn's C HTTP parser when httptools is installed, else its pure-Python one."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        log.warning("httptools is not installed: serving HTTP with the slower pure-Python h11 parser")
+        return "h11"
+    return "httptools"
+
+
 def run_server(config: ServerConfig) -> int:
-    asyncio.run(serve(config))
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop is not installed: running on the slower default asyncio event loop")
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))
     return 0
