@@ -34,8 +34,11 @@ from tierscale_operator.causal.position_bias import (
 )
 
 MAX_POSITIONS = 20
-MIN_INTERVALS_FOR_CONFOUNDERS = 48
-MAX_HISTORY = 2000
+# The regression fits 1 + (tiers - 1) + 4 hour terms + 2 load terms parameters; 24 intervals is the
+# least that leaves it over-determined for up to 8 tiers and can span every hour of a compressed day.
+MIN_INTERVALS_FOR_CONFOUNDERS = 24
+# Rows kept (and persisted in the state ConfigMap, about 50 bytes each).
+MAX_HISTORY = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,12 +111,12 @@ def corrected_ctr(
 class IntervalHistory:
     """Per-interval (tier, hour, load, corrected CTR, impressions), bounded to MAX_HISTORY rows."""
 
-    rows: list[tuple[str, int, float, float, float]] = dataclasses.field(default_factory=list)
+    rows: list[list] = dataclasses.field(default_factory=list)
 
     def add(self, tier: str, hour: int, load_rps: float, ctr: float, impressions: float) -> None:
         if impressions <= 0 or not all(map(math.isfinite, (load_rps, ctr))):
             return
-        self.rows.append((tier, hour, load_rps, ctr, impressions))
+        self.rows.append([tier, hour, round(load_rps, 4), round(ctr, 6), round(impressions, 1)])
         del self.rows[:-MAX_HISTORY]
 
     def adjust(self, ctr: float, tier: str, hour: int, load_rps: float, tiers: Sequence[str]) -> tuple[float, str | None]:

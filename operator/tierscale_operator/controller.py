@@ -98,7 +98,6 @@ class Controller:
             lambda spec: PrometheusReader(spec.prometheus_url, spec.prometheus_timeout_s)
         )
         self.before_replica_write = before_replica_write
-        self.histories: dict[str, adjust.IntervalHistory] = {}
 
     # --- the step -----------------------------------------------------------------------------
 
@@ -202,7 +201,7 @@ class Controller:
             spec.causal.position_bias, spec.causal.position_propensities,
             controller.swapped_impressions, controller.swapped_clicks,
         )
-        history = self.histories.setdefault(f"{namespace}/{name}", adjust.IntervalHistory())
+        history = adjust.IntervalHistory(controller.interval_history)  # shares the list: adds persist
         result = adjust.adjust_interval(
             impressions=sample.impressions,
             clicks=sample.clicks,

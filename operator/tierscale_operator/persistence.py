@@ -50,6 +50,8 @@ class ControllerState:
     swapped_clicks: dict[str, float] = dataclasses.field(default_factory=dict)
     # The latest off-policy verdict on the greedy policy (see offpolicy.py), as status fields.
     off_policy: dict | None = None
+    # Per-interval [tier, hour, load, corrected CTR, impressions] for the confounder regression.
+    interval_history: list[list] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -67,6 +69,7 @@ class ControllerState:
             swapped_impressions=data.get("swapped_impressions", {}),
             swapped_clicks=data.get("swapped_clicks", {}),
             off_policy=data.get("off_policy"),
+            interval_history=data.get("interval_history", []),
         )
 
 

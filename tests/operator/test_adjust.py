@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 
 import pytest
 
@@ -51,7 +52,32 @@ def test_estimated_bias_from_adjacent_swaps():
 
 def test_history_is_bounded():
     history = IntervalHistory()
-    for i in range(2100):
+    for i in range(600):
         history.add("small", i % 24, 10.0, 0.05, 100.0)
 
-    assert len(history.rows) == 2000
+    assert len(history.rows) == 500
+
+
+def test_confounder_adjustment_removes_the_hour_effect():
+    # One tier, CTR 0.05 around midnight and 0.10 around noon, same load: a smooth daily cycle.
+    history = IntervalHistory()
+    for day in range(3):
+        for hour in range(24):
+            ctr = 0.075 - 0.025 * math.cos(2 * math.pi * hour / 24)
+            history.add("small", hour, 20.0 + day, ctr, 1000.0)
+
+    adjusted, note = history.adjust(0.10, "small", 12, 21.0, ["small"])
+
+    assert note is None
+    assert adjusted == pytest.approx(0.075, abs=0.003)
+
+
+def test_confounder_adjustment_waits_for_history():
+    history = IntervalHistory()
+    for hour in range(10):
+        history.add("small", hour, 20.0, 0.05, 1000.0)
+
+    adjusted, note = history.adjust(0.10, "small", 12, 21.0, ["small"])
+
+    assert adjusted == 0.10
+    assert note == "confounder adjustment waits for 24 intervals of history (have 10)"

@@ -133,12 +133,12 @@ class TierEffect:
         return dict(self.__dict__)
 
 
-def _check_tiers(observations: TierObservations, reference_tier: str) -> list[str]:
+def _check_tiers(observations: TierObservations, reference_tier: str, *, require_other: bool = True) -> list[str]:
     tiers = sorted(set(observations.tier.tolist()))
     if reference_tier not in tiers:
         raise InvalidObservationsError(f"reference tier {reference_tier!r} never served an interval; tiers seen: {tiers}")
     others = [tier for tier in tiers if tier != reference_tier]
-    if not others:
+    if not others and require_other:
         raise InvalidObservationsError(f"only the reference tier {reference_tier!r} served; there is nothing to compare")
     return others
 
@@ -321,7 +321,9 @@ class ConfounderAdjuster:
 def _design(observations: TierObservations, tiers: Sequence[str], harmonics: int, load_mean: float, load_std: float):
     load_z = (observations.load_rps - load_mean) / load_std
     confounders = _confounder_features(observations.hour_of_day.astype(float), load_z, harmonics)
-    indicators = np.column_stack([(observations.tier == tier).astype(float) for tier in tiers])
+    indicators = np.column_stack([(observations.tier == tier).astype(float) for tier in tiers]) if tiers else (
+        np.empty((observations.n, 0))
+    )
     return np.column_stack([np.ones(observations.n), indicators, confounders]), confounders
 
 
@@ -345,10 +347,14 @@ class ConfounderRegression:
 def fit_confounder_regression(
     observations: TierObservations, reference_tier: str, *, harmonics: int = 2
 ) -> ConfounderRegression:
-    """Fit CTR ~ tier + hour Fourier terms + load + load^2 by impression-weighted least squares."""
+    """Fit CTR ~ tier + hour Fourier terms + load + load^2 by impression-weighted least squares.
+
+    With only the reference tier in the log there are no tier terms: the fit still gives the hour
+    and load terms that `ConfounderAdjuster` needs, and `tier_differences` is empty.
+    """
     if harmonics < 0:
         raise ValueError(f"harmonics must be >= 0, got {harmonics!r}")
-    others = _check_tiers(observations, reference_tier)
+    others = _check_tiers(observations, reference_tier, require_other=False)
     n_parameters = 1 + len(others) + 2 * harmonics + 2
     if observations.n <= n_parameters:
         raise InvalidObservationsError(
