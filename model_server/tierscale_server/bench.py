@@ -1,9 +1,9 @@
 """Benchmark: our server against TorchServe 0.12 serving the same tier, side by side in one run.
 
 For each tier, each server variant runs as its own process on loopback and gets the same
-closed-loop load: ``C`` concurrent clients, each sending ``POST /predictions/{model}`` with a
-random MovieLens user id and ``k = 10`` as soon as its previous response arrived, for
-``--duration-s`` seconds after a warm-up, at each concurrency of ``--concurrency``. The load
+closed-loop load. ``C`` concurrent clients each send ``POST /predictions/{model}`` with a random
+MovieLens user id and ``k = 10`` as soon as their previous response arrived. Each concurrency of
+``--concurrency`` runs for ``--duration-s`` seconds after a warm-up. The load
 generator runs in this process and shares the CPU with the server under test, equally for
 every variant.
 

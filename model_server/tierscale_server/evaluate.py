@@ -1,9 +1,9 @@
 """Offline evaluation: every tier, each encoder alone, and both baselines on the same split.
 
-Writes ``reports/quality.json``: HR@10 and NDCG@10 on the validation and test targets under
-full ranking (history masked), the training time per encoder, and batch-1 CPU latency of each
-tier (the cost axis of the frontier), plus a check that quality increases with tier size and
-every tier beats popularity.
+Writes ``reports/quality.json`` with HR@10 and NDCG@10 on the validation and test targets
+under full ranking (history masked), the training time per encoder, and the batch-1 CPU
+latency of each tier (the cost axis of the frontier). It also checks that quality increases
+with tier size and that every tier beats popularity.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A TorchServe 0.12 handler that serves a tier doing the same work per request as our server.
 
 Used only by the benchmark (``python -m tierscale_server.bench``) to compare against TorchServe.
-Per request it parses and validates the JSON body, encodes the user's history with the tier's
-encoders (no user-vector cache), scores all items, masks the history, takes the top k, applies
-the randomised adjacent swap and builds the same response body. The tier name comes from the
+Per request it parses and validates the JSON body and encodes the user's history with the
+tier's encoders (no user-vector cache). It then scores all items, masks the history, takes the
+top k, applies the randomised adjacent swap and builds the same response body. The tier name comes from the
 ``tier.json`` extra file packed into the model archive.
 """
 
