@@ -141,3 +141,13 @@ def test_throughput_at_p99_interpolates_between_points():
 def test_torch_threads_must_not_be_negative():
     with pytest.raises(ValueError, match="torch_threads -1 is negative"):
         ServerConfig(torch_threads=-1)
+
+
+def test_metrics_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, tierscale_server.metrics; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "False"
