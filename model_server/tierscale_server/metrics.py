@@ -72,17 +72,32 @@ class ServerMetrics:
             GPU_IN_USE, "1 when the tier runs on a CUDA device, else 0.", names, registry=self.registry,
         )
         self.workers = Gauge(WORKERS, "Scoring workers running.", names, registry=self.registry)
+        # ``rank`` is the item's place in the model's ranking; it differs from ``position`` by one.
+        # Together with the unswapped impressions (all impressions minus these, per position) they
+        # give the operator the (rank, position) cells of the examination-model estimate.
         self.swapped_impressions = Counter(
             SWAPPED_IMPRESSIONS, "Items shown one position away from their model rank by a randomised "
-            "adjacent swap, by the position shown.", names + ["position"], registry=self.registry,
+            "adjacent swap, by the position shown and the model rank.", names + ["position", "rank"],
+            registry=self.registry,
         )
         self.swapped_clicks = Counter(
             SWAPPED_CLICKS, "Clicks on items shown one position away from their model rank by a "
-            "randomised adjacent swap, by the position shown.", names + ["position"], registry=self.registry,
+            "randomised adjacent swap, by the position shown and the model rank.", names + ["position", "rank"],
+            registry=self.registry,
         )
         self.feedback = Counter(
             FEEDBACK, "Feedback requests by HTTP status code.", names + ["code"], registry=self.registry,
         )
+
+    def initialise_series(self) -> None:
+        """Create the series the operator reads, at zero, before the first request.
+
+        Without them an idle server exports no request series at all, and "no requests" could not
+        be told apart from "no data": with them the request rate reads 0 and the p95 NaN.
+        """
+        self.requests.labels(**self.labels, code="200")
+        self.request_duration.labels(**self.labels)
+        self.feedback.labels(**self.labels, code="200")
 
     def observe_request(self, code: int, duration_s: float | None) -> None:
         self.requests.labels(**self.labels, code=str(code)).inc()
@@ -94,13 +109,16 @@ class ServerMetrics:
         for position in range(1, shown + 1):
             self.impressions.labels(**self.labels, position=position_label(position)).inc()
         if swapped_at is not None:
-            for position in (swapped_at, swapped_at + 1):
-                self.swapped_impressions.labels(**self.labels, position=position_label(position)).inc()
+            for position, rank in ((swapped_at, swapped_at + 1), (swapped_at + 1, swapped_at)):
+                self.swapped_impressions.labels(
+                    **self.labels, position=position_label(position), rank=position_label(rank)
+                ).inc()
 
-    def observe_click(self, position: int, swapped: bool = False) -> None:
+    def observe_click(self, position: int, rank: int | None = None) -> None:
+        """Count a click; ``rank`` is the item's model rank when a swap showed it elsewhere."""
         self.clicks.labels(**self.labels, position=position_label(position)).inc()
-        if swapped:
-            self.swapped_clicks.labels(**self.labels, position=position_label(position)).inc()
+        if rank is not None and rank != position:
+            self.swapped_clicks.labels(**self.labels, position=position_label(position), rank=position_label(rank)).inc()
 
     def observe_batch(self, size: int, queue_times_s: list[float]) -> None:
         self.batch_size.labels(**self.labels).observe(size)

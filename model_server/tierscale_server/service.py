@@ -51,6 +51,7 @@ class ModelService:
     def __init__(self, config: ServerConfig, scorer_factory=None) -> None:
         self.config = config
         self.metrics = ServerMetrics(config.model_name, config.tier)
+        self.metrics.initialise_series()
         self.status = "loading"
         self.load_error: str | None = None
         self.scorer = None
@@ -259,8 +260,10 @@ class ModelService:
             raise ApiError(409, f"a click on position {position} of request {request_id} is already recorded")
 
         logged.clicked.add(position)
-        swapped = logged.swapped_at is not None and position in (logged.swapped_at, logged.swapped_at + 1)
-        self.metrics.observe_click(position, swapped)
+        rank = position
+        if logged.swapped_at is not None and position in (logged.swapped_at, logged.swapped_at + 1):
+            rank = logged.swapped_at + 1 if position == logged.swapped_at else logged.swapped_at
+        self.metrics.observe_click(position, rank)
         return {
             "status": "recorded",
             "request_id": request_id,

@@ -75,10 +75,51 @@ def position_bias(
         rank, shown = _cell(key)
         if rank < n and shown < n:
             clicks[rank, shown] = min(value, impressions[rank, shown])
+    usable = _usable_positions(impressions, clicks)
+    if usable < 2:
+        return None, "position bias not yet estimated: positions 1 and 2 need swapped impressions and clicks"
     try:
-        return estimate_from_swaps(impressions, clicks, n_bootstrap=200), None
+        return estimate_from_swaps(impressions[:usable, :usable], clicks[:usable, :usable], n_bootstrap=200), None
     except InvalidPositionDataError as error:
         return None, f"position bias not yet estimated: {error}"
+
+
+def _usable_positions(impressions: np.ndarray, clicks: np.ndarray) -> int:
+    """Leading positions whose adjacent pairs all have the four cells the swap estimate needs."""
+    n = 1
+    for k in range(impressions.shape[0] - 1):
+        cells = [(k, k), (k, k + 1), (k + 1, k), (k + 1, k + 1)]
+        if any(impressions[c] <= 0 for c in cells):
+            break
+        if clicks[k, k] + clicks[k + 1, k] <= 0 or clicks[k, k + 1] + clicks[k + 1, k + 1] <= 0:
+            break
+        n = k + 2
+    return n
+
+
+def diagonal_cells(
+    impressions: Mapping[tuple[str, int], float],
+    clicks: Mapping[tuple[str, int], float],
+    swapped_impressions: Mapping[str, float],
+    swapped_clicks: Mapping[str, float],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Unswapped (rank k shown at k) cells: all counts at a position minus the swapped ones there."""
+    diagonal_impressions: dict[str, float] = {}
+    diagonal_clicks: dict[str, float] = {}
+    for counts, swapped, target in (
+        (impressions, swapped_impressions, diagonal_impressions),
+        (clicks, swapped_clicks, diagonal_clicks),
+    ):
+        by_position: dict[int, float] = {}
+        for (_, position), value in counts.items():
+            by_position[position] = by_position.get(position, 0.0) + value
+        for key, value in swapped.items():
+            _, shown = _cell(key)
+            by_position[shown + 1] = by_position.get(shown + 1, 0.0) - value
+        for position, value in by_position.items():
+            if position <= MAX_POSITIONS:
+                target[f"{position},{position}"] = max(0.0, value)
+    return diagonal_impressions, diagonal_clicks
 
 
 def _cell(key: str) -> tuple[int, int]:
@@ -101,8 +142,10 @@ def corrected_ctr(
     total = 0.0
     for position, count in clicks.items():
         theta = 1.0
-        if bias is not None and position <= bias.n_positions:
-            theta = bias.examination[position - 1]
+        if bias is not None:
+            # Positions past the estimated ones keep the deepest estimate: conservative, since
+            # examination only falls further down the list.
+            theta = bias.examination[min(position, bias.n_positions) - 1]
         total += count / theta
     return total / shown
 

@@ -188,9 +188,17 @@ class Controller:
 
     @staticmethod
     def _accumulate_swaps(controller: ControllerState, sample: MetricsSample) -> None:
+        """Adds the interval's (rank, position) cells, swapped and unswapped, to the running sums."""
+        if not sample.swapped_impressions:
+            return
+        diagonal_impressions, diagonal_clicks = adjust.diagonal_cells(
+            sample.impressions, sample.clicks, sample.swapped_impressions, sample.swapped_clicks
+        )
         for source, target in (
             (sample.swapped_impressions, controller.swapped_impressions),
+            (diagonal_impressions, controller.swapped_impressions),
             (sample.swapped_clicks, controller.swapped_clicks),
+            (diagonal_clicks, controller.swapped_clicks),
         ):
             for key, value in source.items():
                 target[key] = target.get(key, 0.0) + value

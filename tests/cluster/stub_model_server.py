@@ -30,9 +30,7 @@ parser.add_argument("--never-ready-tiers", default="", help="comma-separated tie
 args = parser.parse_args()
 
 metrics = ServerMetrics(args.model_name, args.tier)
-# Series exist from the start, so zero traffic reads as a rate of 0 and a NaN p95, not as no data.
-metrics.requests.labels(**metrics.labels, code="200")
-metrics.request_duration.labels(**metrics.labels)
+metrics.initialise_series()  # as the real server does: zero traffic reads as a rate of 0
 metrics.impressions.labels(**metrics.labels, position="1")
 metrics.clicks.labels(**metrics.labels, position="1")
 start_http_server(args.metrics_port, addr=args.host, registry=metrics.registry)

@@ -7,7 +7,13 @@ import math
 
 import pytest
 
-from tierscale_operator.adjust import IntervalHistory, adjust_interval, corrected_ctr, position_bias
+from tierscale_operator.adjust import (
+    IntervalHistory,
+    adjust_interval,
+    corrected_ctr,
+    diagonal_cells,
+    position_bias,
+)
 from tierscale_operator.causal.position_bias import PositionBias
 
 NOON = datetime.datetime(2026, 12, 4, 12, tzinfo=datetime.timezone.utc)
@@ -81,3 +87,26 @@ def test_confounder_adjustment_waits_for_history():
 
     assert adjusted == 0.10
     assert note == "confounder adjustment waits for 24 intervals of history (have 10)"
+
+
+def test_unswapped_cells_are_totals_minus_swapped():
+    impressions = {("small", 1): 100.0, ("small", 2): 100.0, ("medium", 1): 50.0}
+    clicks = {("small", 1): 20.0, ("small", 2): 8.0}
+    swapped_impressions = {"2,1": 10.0, "1,2": 10.0}
+    swapped_clicks = {"2,1": 1.0, "1,2": 2.0}
+
+    diagonal_impressions, diagonal_clicks = diagonal_cells(impressions, clicks, swapped_impressions, swapped_clicks)
+
+    assert diagonal_impressions == {"1,1": 140.0, "2,2": 90.0}
+    assert diagonal_clicks == {"1,1": 19.0, "2,2": 6.0}
+
+
+def test_bias_uses_only_positions_with_swap_evidence():
+    # Pair (1, 2) has all four cells; pair (2, 3) has no swapped impressions yet.
+    impressions = {"1,1": 1000, "1,2": 1000, "2,1": 1000, "2,2": 1000, "3,3": 1000}
+    clicks = {"1,1": 100, "1,2": 50, "2,1": 80, "2,2": 40, "3,3": 10}
+
+    bias, note = position_bias("estimate", (), impressions, clicks)
+
+    assert note is None
+    assert bias.n_positions == 2
