@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tierscale_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=float(os.environ.get("DEMO_MINUTES", "10")),
                         help="length of the load, in minutes (one compressed day; default 10)")
-    parser.add_argument("--peak-rps", type=float, default=float(os.environ.get("DEMO_PEAK_RPS", "30")),
-                        help="offered requests per second at the busiest hour (default 30)")
+    parser.add_argument("--peak-rps", type=float, default=float(os.environ.get("DEMO_PEAK_RPS", "35")),
+                        help="offered requests per second at the busiest hour (default 35)")
     parser.add_argument("--floor-rps", type=float, default=float(os.environ.get("DEMO_FLOOR_RPS", "2")),
                         help="offered requests per second at the quietest hour (default 2)")
     parser.add_argument("--out", type=Path, help="report folder (default reports/demo-<UTC time>)")

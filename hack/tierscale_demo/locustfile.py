@@ -33,7 +33,7 @@ REPLAY = Replay([[_data.items[i - 1].token for i in seq] for seq in _data.sequen
 RATE = DiurnalRate(
     shape=tuple(hour_of_day_shape(rating_timestamps())),
     duration_s=float(os.environ.get("DEMO_SECONDS", "600")),
-    peak_rps=float(os.environ.get("DEMO_PEAK_RPS", "30")),
+    peak_rps=float(os.environ.get("DEMO_PEAK_RPS", "35")),
     floor_rps=float(os.environ.get("DEMO_FLOOR_RPS", "2")),
 )
 _endpoints: list[str] = []

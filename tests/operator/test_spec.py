@@ -26,7 +26,7 @@ def test_example_spec_parses_into_policy_config(spec):
     assert parsed.interval_s == 15.0
     assert parsed.policy.cooldown_s == 30.0
     assert parsed.policy.max_replicas == 6
-    assert parsed.policy.slo_latency_p95_ms == 150.0
+    assert parsed.policy.slo_latency_p95_ms == 100.0
     assert parsed.pod_labels == {"tierscale.io/local-run": "true"}
 
 
