@@ -70,8 +70,8 @@ def test_config_rejects_table_too_large_for_configmap():
 def test_state_count_is_product_of_bins():
     config = PolicyConfig(tiers=TIERS)
 
-    assert config.bin_counts == (10, 6, 2, 8, 3)
-    assert config.n_states == 10 * 6 * 2 * 8 * 3
+    assert config.bin_counts == (11, 6, 2, 8, 3)
+    assert config.n_states == 11 * 6 * 2 * 8 * 3
 
 
 def test_fingerprint_changes_with_layout_only():

@@ -194,7 +194,7 @@ def test_same_seed_gives_same_decisions(config, clock):
     assert first != other
 
 
-def test_policy_learns_to_scale_up_when_it_always_pays(config, clock):
+def test_learns_scale_up_when_it_pays(config, clock):
     """More replicas always earn more here: CTR grows with replicas at a steady rate, GPUs cost nothing."""
     config = config.replace(gpu_hour_cost=0.0, cooldown_s=0.0, epsilon=0.3, epsilon_min=0.3,
                             learning_rate=0.2, discount=0.5, max_replicas=4, gpu_budget=4)
@@ -215,3 +215,16 @@ def test_policy_learns_to_scale_up_when_it_always_pays(config, clock):
                       ctr_adjusted=0.01 * count, requests_per_second=120.0)
         decision, _ = decide(greedy, settled, obs)
         assert decision.action == Action.SCALE_UP, (count, decision.reason)
+
+
+def test_idle_interval_is_valid_and_costs_gpus(config, clock):
+    _, state = decide(config, PolicyState.initial(config), observe(clock.tick()))
+
+    idle = observe(clock.tick(), requests_per_second=0.0, latency_p95_ms=None, ctr_adjusted=None)
+    decision, state = decide(config, state, idle)
+
+    assert decision.metrics_valid
+    assert decision.credit == "credited"
+    assert decision.interval_reward == pytest.approx(-2.0 * 2 * 30 / 3600)
+    assert "scale-down" in decision.q_values
+    assert np.isfinite(state.q).all()

@@ -115,7 +115,9 @@ def test_decision_never_leaves_bounds(config, tier, replicas, pending, gpus_free
     assert 0 <= target_tier < config.n_tiers
     assert config.min_replicas <= decision.target_replicas <= config.max_replicas
     assert decision.target_replicas * target_gpus <= config.gpu_budget
-    assert not (target_tier != tier and decision.target_replicas != replicas)
+    changes_tier = target_tier != tier
+    changes_replicas = decision.target_replicas != replicas
+    assert not (changes_tier and changes_replicas)
     if pending:
         assert decision.target_replicas <= replicas
         assert target_tier <= tier
@@ -126,3 +128,21 @@ def test_apply_action_changes_one_dimension():
 
     assert tier.tolist() == [1, 1, 1, 0, 2]
     assert replicas.tolist() == [2, 3, 4, 3, 3]
+
+
+@pytest.mark.parametrize(("margin", "candidates"), [(None, 4), (0.5, 2), (0.0, 1)])
+def test_exploration_skips_actions_rated_far_below(config, clock, margin, candidates):
+    # Allowed from small at 2 replicas: scale-down, hold, scale-up, tier-up.
+    config = config.replace(epsilon=0.2, epsilon_min=0.2, slo_penalty=1.0, exploration_margin_penalties=margin)
+    state = PolicyState.initial(config)
+    state.q[:] = [0.0, 1.0, 0.7, 0.0, -5.0]  # scale-up is 0.3 below hold, tier-up 6 below
+    explored = set()
+    for seed in range(200):
+        decision, _ = decide(config.replace(seed=seed), state, observe(clock.tick()))
+        if decision.source == "explore":
+            explored.add(decision.action)
+        if decision.action == Action.HOLD:
+            assert decision.propensity == pytest.approx(0.2 / candidates + 0.8)
+
+    assert len(explored) == candidates
+    assert (Action.TIER_UP in explored) == (margin is None)

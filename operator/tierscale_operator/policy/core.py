@@ -28,8 +28,10 @@ A step, in order:
    was met before the switch is rolled back; an SLO breach for `breach_intervals` consecutive
    intervals forces a scale-up, or a tier-down when scale-up is not allowed. Guards skip the
    cooldown but respect spec bounds, Pending pods and running rollouts, and say when they are blocked.
-7. Choose epsilon-greedily among the allowed actions (ties prefer hold, then the lower index) and
-   record the propensity of the chosen action: epsilon / |allowed| + (1 - epsilon) * [greedy].
+7. Choose epsilon-greedily (ties prefer hold, then the lower index). Exploration draws from the
+   allowed actions whose Q-value is within `exploration_margin_penalties` SLO penalties of the
+   best, the candidates. The propensity of the chosen action is
+   epsilon / |candidates| + (1 - epsilon) * [greedy].
 
 When several environments share one table and credit the same (state, action) in one step (as in
 pretraining), their updates merge into one step towards the mean of their targets; see `_q_update`.
@@ -207,9 +209,25 @@ def epsilon_for(config: PolicyConfig, updates: np.ndarray) -> np.ndarray:
     return np.maximum(config.epsilon_min, decayed)
 
 
+def _idle(obs: BatchObservation) -> np.ndarray:
+    return np.asarray(obs.requests_per_second, dtype=np.float64) == 0.0
+
+
+def _finite_or_idle(value: np.ndarray, idle: np.ndarray) -> np.ndarray:
+    """A metric without requests to measure (NaN p95, no CTR) counts as zero in an idle interval."""
+    value = np.asarray(value, dtype=np.float64)
+    return np.where(idle & ~np.isfinite(value), 0.0, value)
+
+
 def metrics_validity(config: PolicyConfig, obs: BatchObservation) -> np.ndarray:
-    """True where rate, p95 and CTR are present, finite, non-negative and fresh."""
-    values = (obs.requests_per_second, obs.latency_p95_ms, obs.ctr_adjusted)
+    """True where rate, p95 and CTR are present, finite, non-negative and fresh.
+
+    At zero requests per second p95 and CTR may be missing: there is no latency to break the SLO
+    and no click to count, so the interval is valid and earns only its GPU cost.
+    """
+    idle = _idle(obs)
+    values = (obs.requests_per_second, _finite_or_idle(obs.latency_p95_ms, idle),
+              _finite_or_idle(obs.ctr_adjusted, idle))
     valid = np.ones(obs.at_s.shape[0], dtype=bool)
     for value in values:
         value = np.asarray(value, dtype=np.float64)
@@ -221,11 +239,12 @@ def metrics_validity(config: PolicyConfig, obs: BatchObservation) -> np.ndarray:
 
 def interval_reward(config: PolicyConfig, obs: BatchObservation) -> tuple[np.ndarray, ...]:
     """Reward parts of the interval that just ended: (total, clicks, GPU cost, SLO penalty)."""
+    idle = _idle(obs)
     requests = np.asarray(obs.requests_per_second, dtype=np.float64) * config.interval_s
-    clicks = config.click_value * np.asarray(obs.ctr_adjusted, dtype=np.float64) * requests
+    clicks = config.click_value * _finite_or_idle(obs.ctr_adjusted, idle) * requests
     gpu_hours = np.asarray(obs.gpus_allocated, dtype=np.float64) * config.interval_s / 3600.0
     gpu_cost = config.gpu_hour_cost * gpu_hours
-    breach = np.asarray(obs.latency_p95_ms, dtype=np.float64) > config.slo_latency_p95_ms
+    breach = _finite_or_idle(obs.latency_p95_ms, idle) > config.slo_latency_p95_ms
     slo_penalty = config.slo_penalty * breach.astype(np.float64)
     return clicks - gpu_cost - slo_penalty, clicks, gpu_cost, slo_penalty
 
@@ -274,7 +293,7 @@ def step_batch(
     tier = np.asarray(obs.tier, dtype=np.int64)
     replicas = np.asarray(obs.replicas, dtype=np.int64)
     rps = np.where(valid, obs.requests_per_second, 0.0)
-    p95 = np.where(valid, obs.latency_p95_ms, 0.0)
+    p95 = np.where(valid, _finite_or_idle(obs.latency_p95_ms, _idle(obs)), 0.0)
     settled = settled_now(obs)
     settled_ticks = np.where(settled, np.minimum(control.settled_ticks + 1, SETTLED_FOR_CREDIT), 0)
     interval_settled = settled_ticks >= SETTLED_FOR_CREDIT
@@ -305,7 +324,10 @@ def step_batch(
     if epsilon is None:
         epsilon = epsilon_for(config, tables.updates[table_index])
     epsilon = np.broadcast_to(np.asarray(epsilon, dtype=np.float64), (n,))
-    action, source, propensity = _choose(q_values, mask, epsilon, uniforms)
+    margin = None
+    if config.exploration_margin_penalties is not None:
+        margin = config.exploration_margin_penalties * config.slo_penalty
+    action, source, propensity = _choose(q_values, mask, epsilon, uniforms, margin)
     guarded = forced >= 0
     action = np.where(guarded, forced, action)
     source = np.where(guarded, Source.GUARD, source)
@@ -483,8 +505,13 @@ def _choose(
     mask: np.ndarray,
     epsilon: np.ndarray,
     uniforms: np.ndarray,
+    margin: float | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epsilon-greedy over the allowed actions; returns (action, source, propensity)."""
+    """Epsilon-greedy over the allowed actions; returns (action, source, propensity).
+
+    Exploration draws uniformly from the allowed actions whose Q-value is within `margin` of the
+    best (all allowed actions when `margin` is None); the greedy action is always among them.
+    """
     allowed = mask == 0
     allowed[:, Action.HOLD] = True
     n_allowed = allowed.sum(axis=1)
@@ -494,13 +521,15 @@ def _choose(
     ties = allowed & (masked_q == best)
     greedy = np.where(ties[:, Action.HOLD], Action.HOLD, ties.argmax(axis=1))
 
+    candidates = allowed if margin is None else allowed & (masked_q >= best - margin)
+    n_candidates = candidates.sum(axis=1)
     explore = uniforms[:, 0] < epsilon
-    pick = np.minimum((uniforms[:, 1] * n_allowed).astype(np.int64), n_allowed - 1)
-    rank = np.cumsum(allowed, axis=1) - 1
-    random_action = (allowed & (rank == pick[:, None])).argmax(axis=1)
+    pick = np.minimum((uniforms[:, 1] * n_candidates).astype(np.int64), n_candidates - 1)
+    rank = np.cumsum(candidates, axis=1) - 1
+    random_action = (candidates & (rank == pick[:, None])).argmax(axis=1)
     action = np.where(explore, random_action, greedy)
 
-    propensity = epsilon / n_allowed + (1.0 - epsilon) * (action == greedy)
+    propensity = epsilon / n_candidates + (1.0 - epsilon) * (action == greedy)
     only_hold = n_allowed == 1
     source = np.where(only_hold, Source.MASKED_HOLD, np.where(explore, Source.EXPLORE, Source.GREEDY))
     return action, source, propensity

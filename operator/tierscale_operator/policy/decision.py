@@ -45,7 +45,8 @@ class Observation:
 
     Cluster fields come from the Kubernetes API and must be valid (else `ObservationError`).
     Metric fields come from Prometheus and describe the interval that just ended. None, NaN or an
-    old `metrics_at_s` make the tick a no-credit hold instead of an error.
+    old `metrics_at_s` make the tick a no-credit hold instead of an error. At zero requests per
+    second, p95 and CTR may be None: an idle interval has neither latency nor clicks.
     """
 
     at_s: float
