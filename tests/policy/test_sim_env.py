@@ -78,7 +78,7 @@ def test_tier_switch_rolls_out_before_serving(env):
     assert env.used_gpus(state)[0] == 2
 
 
-def test_tier_switch_without_free_gpus_replaces_pods_one_by_one(env):
+def test_tier_switch_without_free_gpus(env):
     state = env.apply(one(0, 4), np.array([1]), np.array([4]))
 
     assert state.ready[0] == 3  # one old pod makes room

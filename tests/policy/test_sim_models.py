@@ -12,7 +12,7 @@ import yaml
 
 from tierscale_operator.sim.clicks import EXAMINATION, ClickModel, fit_rank_exponent
 from tierscale_operator.sim.movielens import INTER_MEMBER, rating_timestamps
-from tierscale_operator.sim.profile import ProfileError, load_profile, parse_profile
+from tierscale_operator.sim.profile import ProfileError, default_profile_path, load_profile, parse_profile
 from tierscale_operator.sim.queueing import LatencyModel, erlang_c, lognormal_quantiles, response_p95_ms
 from tierscale_operator.sim.traffic import TrafficConfig, WeeklyShape, hour_of_week_counts, make_trace, smooth_circular
 
@@ -201,12 +201,17 @@ def test_profile_rejects_bad_field(change, message):
     assert message in str(error.value)
 
 
-def test_shipped_profile_is_labelled_provisional():
-    profile = load_profile()
+def test_shipped_profiles_are_labelled():
+    folder = default_profile_path().parent
+    provisional = load_profile(folder / "provisional.yaml")
+    default = load_profile()
 
-    assert profile.status == "provisional"
-    assert profile.tier_names == ("small", "medium", "large")
-    assert "Provisional" in profile.description
+    assert provisional.status == "provisional"
+    assert "Provisional" in provisional.description
+    assert default_profile_path().name == "measured.yaml"
+    assert default.status == "measured"
+    assert default.tier_names == provisional.tier_names == ("small", "medium", "large")
+    assert [t.ndcg_at_10 for t in default.tiers] == sorted(t.ndcg_at_10 for t in default.tiers)
 
 
 def test_calibration_maps_server_reports():

@@ -3,10 +3,11 @@
 Method: Q-learning with experience replay run to convergence, in rounds.
 
 1. Collect: many environments act in parallel through `core.step_batch`, the step the operator
-   runs, epsilon-greedily on the current table, on fresh training traces (hour-of-week shape from
-   the first half of the MovieLens-100K timestamps, random start hour, peak rate scaled per trace)
-   from random starting configurations. Every credited transition (s, a, R, k, s', actions allowed
-   in s') is kept, aggregated by count; R is the discounted return credited over the k intervals.
+   runs, epsilon-greedily on the current table. They run one-day episodes from random starting
+   configurations on fresh training traces: the hour-of-week shape of the first half of the
+   MovieLens-100K timestamps, a random start hour, and the peak rate scaled per trace. Every
+   credited transition (s, a, R, k, s', actions allowed in s') is kept, aggregated by count.
+   R is the discounted return credited over the k intervals.
 2. Replay: sweep all transitions collected so far with the same target as the online update,
    R + discount^k * max Q(s', a'), until the table stops changing. This is the fixed point that
    incremental Q-learning approaches on the same data, reached without its step-size noise.
@@ -57,6 +58,8 @@ class PretrainConfig:
     epsilon: tuple[float, ...] = (1.0, 0.3, 0.2, 0.1)  # per round; the last value repeats
     max_sweeps: int = 5000
     tolerance: float = 1e-7
+    # The behaviour policy also learns online between replays, at this constant rate.
+    collection_learning_rate: float = 0.1
 
 
 class ReplayBuffer:
@@ -174,7 +177,10 @@ def _collect_episode(scenario: Scenario, env: ClusterEnv, shape: WeeklyShape, se
 
 def pretrain(scenario: Scenario, shape: WeeklyShape, settings: PretrainConfig) -> tuple[QTable, dict]:
     """Train one table in rounds of collection and replay; returns it and run statistics."""
-    config = scenario.policy
+    # Collection explores every allowed action: the margin protects a live service, not a simulation.
+    config = scenario.policy.replace(exploration_margin_penalties=None, learning_rate=settings.collection_learning_rate,
+                                     learning_rate_schedule="constant")
+    scenario = dataclasses.replace(scenario, policy=config)
     env = scenario.env()
     rng = np.random.default_rng(settings.seed)
     buffer = ReplayBuffer(config)
