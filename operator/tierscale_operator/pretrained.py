@@ -8,6 +8,7 @@ otherwise the policy starts from zeros and the log says why.
 
 from __future__ import annotations
 
+import functools
 import logging
 from importlib import resources
 
@@ -51,11 +52,18 @@ def initial_table(core: client.CoreV1Api, namespace: str, spec: RecommenderSpec)
         except (PolicyStateError, ValueError) as error:
             raise TableError(f"spec.policy.initialTable={spec.initial_table!r}: {error}") from error
 
+    return _shipped_table(spec.policy.table_fingerprint(), spec.policy)
+
+
+@functools.lru_cache(maxsize=16)
+def _shipped_table(fingerprint: str, config) -> QTable | None:
+    """Parses the shipped table once per table layout (the timer asks every second)."""
     text = shipped_table_text()
     if text is None:
         return None
     try:
-        return QTable.from_json(text, spec.policy)
+        return QTable.from_json(text, config)
     except (PolicyStateError, ValueError) as error:
-        log.info("the shipped pretrained table does not fit this resource (%s); starting from zeros", error)
+        log.info("the shipped pretrained table does not fit layout %s (%s); such resources start from zeros",
+                 fingerprint, error)
         return None

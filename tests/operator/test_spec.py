@@ -23,10 +23,10 @@ def test_example_spec_parses_into_policy_config(spec):
 
     assert [t.name for t in parsed.tiers] == ["small", "medium", "large"]
     assert parsed.initial_tier == "small"
-    assert parsed.interval_s == 15.0
-    assert parsed.policy.cooldown_s == 30.0
+    assert parsed.interval_s == 30.0
+    assert parsed.policy.cooldown_s == 60.0
     assert parsed.policy.max_replicas == 6
-    assert parsed.policy.slo_latency_p95_ms == 100.0
+    assert parsed.policy.slo_latency_p95_ms == 50.0
     assert parsed.pod_labels == {"tierscale.io/local-run": "true"}
 
 
@@ -46,13 +46,13 @@ def test_malformed_duration_names_field_and_value():
 
 
 def test_query_timeout_not_shorter_than_interval_is_rejected(spec):
-    spec["prometheus"]["timeoutSeconds"] = 15
+    spec["prometheus"]["timeoutSeconds"] = 30
 
     with pytest.raises(SpecError) as error:
         parse_spec(spec)
 
     assert error.value.field == "spec.prometheus.timeoutSeconds"
-    assert "must be shorter than spec.policy.interval (15 s)" in str(error.value)
+    assert "must be shorter than spec.policy.interval (30 s)" in str(error.value)
 
 
 def test_configured_position_bias_needs_propensities(spec):

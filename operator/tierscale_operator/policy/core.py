@@ -223,7 +223,8 @@ def metrics_validity(config: PolicyConfig, obs: BatchObservation) -> np.ndarray:
     """True where rate, p95 and CTR are present, finite, non-negative and fresh.
 
     At zero requests per second p95 and CTR may be missing: there is no latency to break the SLO
-    and no click to count, so the interval is valid and earns only its GPU cost.
+    and no click to count, so the interval is valid for masks and guards (an idle deployment can
+    scale down), but its reward is NaN and it is credited to no action.
     """
     idle = _idle(obs)
     values = (obs.requests_per_second, _finite_or_idle(obs.latency_p95_ms, idle),
@@ -246,7 +247,10 @@ def interval_reward(config: PolicyConfig, obs: BatchObservation) -> tuple[np.nda
     gpu_cost = config.gpu_hour_cost * gpu_hours
     breach = _finite_or_idle(obs.latency_p95_ms, idle) > config.slo_latency_p95_ms
     slo_penalty = config.slo_penalty * breach.astype(np.float64)
-    return clicks - gpu_cost - slo_penalty, clicks, gpu_cost, slo_penalty
+    # An idle interval (no requests, so no p95 and a 0/0 CTR) is a valid observation that may
+    # scale down, but it says nothing about clicks: its reward is NaN and nothing is credited.
+    total = np.where(idle, np.nan, clicks - gpu_cost - slo_penalty)
+    return total, clicks, gpu_cost, slo_penalty
 
 
 def settled_now(obs: BatchObservation) -> np.ndarray:
@@ -405,6 +409,7 @@ def _credit(
     credit = np.full(valid.shape[0], Credit.NO_PENDING, dtype=np.int64)
     credit[has_pending & ~valid] = Credit.METRICS_INVALID
     credit[has_pending & valid & ~interval_settled] = Credit.UNSETTLED
+    credit[has_pending & valid & interval_settled & ~np.isfinite(reward)] = Credit.METRICS_INVALID
     creditable = has_pending & valid & interval_settled & np.isfinite(reward)
     if not learn:
         credit[creditable] = Credit.NOT_LEARNING
