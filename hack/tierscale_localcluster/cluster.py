@@ -395,9 +395,9 @@ def _prometheus_command(config: ClusterConfig) -> list[str]:
 # --- generated files --------------------------------------------------------------------------
 
 
-def _write_kubeconfig(config: ClusterConfig) -> None:
-    p = config.pki_dir
-    kubeconfig = {
+def _kubeconfig_document(config: ClusterConfig, user_name: str, user: dict) -> dict:
+    """A kubeconfig for the local API server with one user (client certificate or token)."""
+    return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
@@ -405,25 +405,25 @@ def _write_kubeconfig(config: ClusterConfig) -> None:
                 "name": "tierscale-local",
                 "cluster": {
                     "server": config.apiserver_url,
-                    "certificate-authority": str(p / "ca.crt"),
+                    "certificate-authority": str(config.pki_dir / "ca.crt"),
                 },
             }
         ],
-        "users": [
-            {
-                "name": "admin",
-                "user": {
-                    "client-certificate": str(p / "admin.crt"),
-                    "client-key": str(p / "admin.key"),
-                },
-            }
-        ],
+        "users": [{"name": user_name, "user": user}],
         "contexts": [
-            {"name": "tierscale-local", "context": {"cluster": "tierscale-local", "user": "admin"}}
+            {"name": "tierscale-local", "context": {"cluster": "tierscale-local", "user": user_name}}
         ],
         "current-context": "tierscale-local",
     }
-    config.kubeconfig.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+
+
+def _write_kubeconfig(config: ClusterConfig) -> None:
+    admin = {
+        "client-certificate": str(config.pki_dir / "admin.crt"),
+        "client-key": str(config.pki_dir / "admin.key"),
+    }
+    document = _kubeconfig_document(config, "admin", admin)
+    config.kubeconfig.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
 def _write_kwok_config(config: ClusterConfig) -> None:
@@ -531,24 +531,7 @@ def service_account_kubeconfig(
     token = kubectl(
         config, tools, "create", "token", service_account, "-n", namespace, "--duration=24h"
     ).stdout.strip()
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "tierscale-local",
-                "cluster": {
-                    "server": config.apiserver_url,
-                    "certificate-authority": str(config.pki_dir / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [
-            {"name": "tierscale-local", "context": {"cluster": "tierscale-local", "user": service_account}}
-        ],
-        "current-context": "tierscale-local",
-    }
+    kubeconfig = _kubeconfig_document(config, service_account, {"token": token})
     path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
     path.chmod(0o600)
     return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -141,9 +141,3 @@ def set_replicas(
         f"setting {namespace}/{deployment} to {replicas} replicas failed: "
         f"{CONFLICT_RETRIES} conflicting writes in a row"
     )
-
-
-def apply_tier_replicas(apps: client.AppsV1Api, namespace: str, name: str,
-                        tier_replicas: Mapping[str, int], **kwargs) -> None:
-    for tier, replicas in tier_replicas.items():
-        set_replicas(apps, namespace, builders.deployment_name(name, tier), replicas, **kwargs)

@@ -6,7 +6,6 @@ import copy
 import time
 from pathlib import Path
 
-import yaml
 from kubernetes import client
 
 from support import wait_until

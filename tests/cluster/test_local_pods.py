@@ -129,7 +129,8 @@ def test_killing_the_process_makes_the_pod_not_ready_then_it_restarts(cluster, k
     assert restarted.restart_count == 1
     assert restarted.last_state.terminated.exit_code == -9
     new_pid = _pid(cluster, namespace, exporter)
-    assert new_pid != pid and _alive(new_pid)
+    assert new_pid != pid
+    assert _alive(new_pid)
 
 
 def test_deleting_the_pod_kills_the_process_and_removes_the_target(cluster, kube, namespace, exporter):

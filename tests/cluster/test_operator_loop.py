@@ -10,13 +10,12 @@ import http.server
 import threading
 
 import pytest
-from kubernetes import config as kube_config
+from kubernetes import client, config as kube_config
 
 from operator_fixtures import (
     FakeClock,
     create_recommender,
     deployment_replicas,
-    events,
     install_crd,
     read_recommender,
     stub_spec,
@@ -252,9 +251,6 @@ def test_second_operator_replica_does_not_run_the_loop(kube, namespace, cluster,
     clock.advance(5)
     assert _step(kube, second, namespace) is None
     assert _step(kube, first, namespace) is not None
-    lease = kube.api_client.call_api  # noqa: F841  (the Lease itself is checked below)
-    from kubernetes import client
-
     holder = client.CoordinationV1Api(api_client).read_namespaced_lease(f"{NAME}-tierscale-loop", namespace)
     assert holder.spec.holder_identity == "operator-a"
 
