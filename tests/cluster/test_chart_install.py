@@ -57,6 +57,8 @@ def test_template_passes_server_dry_run(cluster, values):
 
 
 def test_manifests_pass_server_dry_run(cluster):
+    # A server-side dry run cannot place objects in a namespace that does not exist yet.
+    cluster.kubectl("apply", "-f", str(REPO / "manifests" / "namespace.yaml"))
     out = cluster.kubectl("apply", "--dry-run=server", "--server-side", "--force-conflicts",
                           "-k", str(REPO / "manifests")).stdout
 
