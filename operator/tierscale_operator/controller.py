@@ -32,6 +32,11 @@ from tierscale_operator.spec import RecommenderSpec
 
 log = logging.getLogger("tierscale.controller")
 
+# How long a GPU shortage is remembered after the last Pending pod: scale-up stays blocked at the
+# GPU count that fitted, so a scale-down that removed the Pending pod is not undone at once.
+GPU_CEILING_MIN_S = 300.0
+GPU_CEILING_INTERVALS = 10
+
 
 @dataclasses.dataclass
 class Event:
@@ -127,6 +132,7 @@ class Controller:
         adjusted = self._adjust(namespace, name, spec, stored.controller, sample, now_s)
 
         first_step = now_s - self.started_at_s < spec.interval_s and last is not None
+        gpus_free = self._gpu_ceiling(stored.controller, spec, view, now_s)
         tier = self._serving_tier(stored.controller, spec)
         replicas = stored.controller.tier_replicas.get(tier, 0)
         observation = Observation(
@@ -141,7 +147,7 @@ class Controller:
             metrics_at_s=None if sample.unreachable or sample.requests_per_second is None else now_s,
             pending_replicas=view.pending_for_gpus,
             tier_rollout=stored.controller.rollout is not None or first_step,
-            gpus_free=None,
+            gpus_free=gpus_free,
         )
 
         decision, new_policy = decide(spec.policy, stored.policy, observation)
@@ -185,6 +191,25 @@ class Controller:
             return controller.rollout.from_tier
         serving = [t.name for t in spec.tiers if controller.tier_replicas.get(t.name, 0) > 0]
         return serving[-1] if serving else spec.initial_tier
+
+    @staticmethod
+    def _gpu_ceiling(controller: ControllerState, spec: RecommenderSpec, view: workloads.ClusterView,
+                     now_s: float) -> int | None:
+        """Return the free GPUs implied by the last GPU shortage, or None when none is remembered.
+
+        The operator cannot see which nodes a pod template may use, so it learns capacity from
+        the scheduler: while pods are Pending for nvidia.com/gpu, the GPUs already bound are the
+        ceiling. The ceiling holds for max(5 min, 10 intervals) after the last Pending pod, then
+        scale-up may try again.
+        """
+        if view.pending_for_gpus > 0:
+            controller.gpu_ceiling = view.gpus
+            controller.gpu_ceiling_until_s = now_s + max(GPU_CEILING_MIN_S, GPU_CEILING_INTERVALS * spec.interval_s)
+        elif controller.gpu_ceiling_until_s is not None and now_s >= controller.gpu_ceiling_until_s:
+            controller.gpu_ceiling = controller.gpu_ceiling_until_s = None
+        if controller.gpu_ceiling is None:
+            return None
+        return max(0, controller.gpu_ceiling - view.gpus)
 
     @staticmethod
     def _accumulate_swaps(controller: ControllerState, sample: MetricsSample) -> None:
@@ -293,6 +318,17 @@ class Controller:
         tier = self._serving_tier(controller, spec)
         replicas = controller.tier_replicas.get(tier, 0)
         gpus_short = view.pending_for_gpus > 0
+        if gpus_short:
+            gpus_reason = "PodsPendingForGPUs"
+            gpus_message = (f"{view.pending_for_gpus} pods cannot be scheduled: insufficient nvidia.com/gpu; "
+                            "scale-up is blocked")
+        elif controller.gpu_ceiling is not None:
+            gpus_reason = "RecentlyPendingForGPUs"
+            gpus_message = (f"pods were Pending for nvidia.com/gpu with {controller.gpu_ceiling} GPUs bound; "
+                            f"scale-up beyond {controller.gpu_ceiling} GPUs is blocked until "
+                            f"{_iso(controller.gpu_ceiling_until_s)}")
+        else:
+            gpus_reason, gpus_message = "GPUsAvailable", "every replica has its GPUs"
 
         metrics_ok = not sample.unreachable and sample.requests_per_second is not None
         metrics_message = "; ".join(sample.problems) if sample.problems else (
@@ -307,10 +343,8 @@ class Controller:
             condition("MetricsAvailable", metrics_ok,
                       "MetricsRead" if metrics_ok else ("PrometheusUnavailable" if sample.unreachable else "NoSeries"),
                       metrics_message, generation, now_s),
-            condition("GPUsInsufficient", gpus_short,
-                      "PodsPendingForGPUs" if gpus_short else "GPUsAvailable",
-                      f"{view.pending_for_gpus} pods cannot be scheduled: insufficient nvidia.com/gpu; scale-up is blocked"
-                      if gpus_short else "every replica has its GPUs", generation, now_s),
+            condition("GPUsInsufficient", gpus_short or controller.gpu_ceiling is not None,
+                      gpus_reason, gpus_message, generation, now_s),
             condition("PolicyConverging", spec.mode == "learn" and decision.epsilon > spec.policy.epsilon_min,
                       {"learn": "Learning", "act": "Frozen", "recommend": "DryRun"}[spec.mode],
                       f"mode {spec.mode}, epsilon {decision.epsilon:.4f}, {stored.policy.updates} updates"

@@ -52,6 +52,10 @@ class ControllerState:
     off_policy: dict | None = None
     # Per-interval [tier, hour, load, corrected CTR, impressions] for the confounder regression.
     interval_history: list[list] = dataclasses.field(default_factory=list)
+    # GPUs this resource's pods held when the scheduler last left one Pending for nvidia.com/gpu,
+    # and until when that ceiling blocks scale-up (see Controller._gpu_ceiling).
+    gpu_ceiling: int | None = None
+    gpu_ceiling_until_s: float | None = None
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -70,6 +74,8 @@ class ControllerState:
             swapped_clicks=data.get("swapped_clicks", {}),
             off_policy=data.get("off_policy"),
             interval_history=data.get("interval_history", []),
+            gpu_ceiling=data.get("gpu_ceiling"),
+            gpu_ceiling_until_s=data.get("gpu_ceiling_until_s"),
         )
 
 
