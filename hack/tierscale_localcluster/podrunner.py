@@ -24,21 +24,32 @@ bound it to a simulated (kwok) node, each of its containers is started as a proc
   ``prometheus.io/port`` and ``prometheus.io/path`` choose the port (container port number) and path.
 - When the pod is deleted its processes get SIGTERM, then SIGKILL after the grace period (at most
   30 s), the target file is removed, and the pod object is deleted, as the kubelet does.
+- ``resources.limits.cpu`` is enforced as the kubelet enforces it, with a CFS quota of the limit
+  × 100 ms in each 100 ms period (``CFS_PERIOD_US``). The container's process gets its own cgroup,
+  ``tierscale-podrunner/<namespace>_<pod>_<container>`` under the cpu controller (cgroup v2
+  ``cpu.max``, or v1's ``cpu.cfs_quota_us``), and is held before it execs its command until it is
+  in that cgroup. Its children inherit the cgroup. The cgroup is removed when the process exits
+  or the pod is deleted (killing any process still in it), and made again on a restart. Where
+  cgroups are missing or not writable the process runs without a limit, and a Warning Event
+  ``CPULimitNotEnforced`` on the pod says why.
 
 Not supported, and reported as an Event on the pod when used: volumes other than ``emptyDir``,
 ``projected``/``configMap`` mounts (ignored), init containers, ``envFrom``, and liveness probes
-(ignored). Resource limits are not enforced.
+(ignored). Resource requests and limits other than ``limits.cpu`` are not enforced.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import json
 import logging
+import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +63,7 @@ from pathlib import Path
 
 from kubernetes import client, config as kube_config, watch
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.quantity import parse_quantity
 
 from .config import (
     LOCAL_ADDRESS_ANNOTATION,
@@ -70,6 +82,22 @@ LOOPBACK = "127.0.0.1"
 _VAR_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 _PROMETHEUS_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 _RESERVED_TARGET_LABELS = {"namespace", "pod", "node", "job", "instance"}
+
+# The CFS period of every CPU quota: 100 ms, the kubelet's default (its --cpu-cfs-quota-period).
+# A limit of L cores gets a quota of L × CFS_PERIOD_US of CPU time in each period.
+CFS_PERIOD_US = 100_000
+# The kubelet's smallest quota (1 ms per period), so that a tiny limit still lets a process run.
+MIN_CFS_QUOTA_US = 1_000
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# The folder under the cpu hierarchy that contains one cgroup per limited container.
+CGROUP_PARENT = "tierscale-podrunner"
+CGROUP_REMOVE_TIMEOUT_S = 2.0
+# Shell script that keeps a started process waiting until the runner has written its pid to the
+# cgroup. The shell blocks reading stdin, a pipe that the runner closes afterwards, then execs the
+# container's command with stdin at /dev/null and the same pid. A preexec_fn could do the same,
+# but Python documents it as unsafe in a program with threads, as this one has. Writing the pid
+# after a plain start would let the process run briefly without its limit.
+_CGROUP_GATE_SCRIPT = 'read -r _; exec "$@" </dev/null'
 
 
 def _now() -> str:
@@ -125,6 +153,125 @@ def prometheus_labels(pod: dict) -> dict[str, str]:
             continue
         labels[name] = value
     return labels
+
+
+def cfs_quota_us(cpu_limit: str) -> int | None:
+    """Convert a CPU limit ("250m", "0.5", "2") to a CFS quota per ``CFS_PERIOD_US``, as the kubelet does.
+
+    The limit is rounded up to whole millicores. A zero limit returns None (no quota).
+    Raises ValueError for a value that is not a Kubernetes quantity.
+    """
+    millicores = math.ceil(parse_quantity(cpu_limit) * 1000)
+    if millicores <= 0:
+        return None
+    return max(MIN_CFS_QUOTA_US, millicores * CFS_PERIOD_US // 1000)
+
+
+class CgroupError(Exception):
+    """Failure to find, create or join a CPU cgroup. The message names the path and the OS error."""
+
+
+@dataclass(frozen=True)
+class CpuCgroups:
+    """Per-container cgroups of the cpu controller, under ``CGROUP_PARENT``.
+
+    ``root`` is where the cgroup file systems are mounted. cgroup v2 is used when
+    ``root/cgroup.controllers`` lists ``cpu``, otherwise cgroup v1's cpu controller at ``root/cpu``.
+    """
+
+    root: Path = CGROUP_ROOT
+
+    def hierarchy(self) -> tuple[Path, int]:
+        """Return the cpu controller's hierarchy and cgroup version, or raise CgroupError if there is none."""
+        controllers = self.root / "cgroup.controllers"
+        try:
+            if "cpu" in controllers.read_text().split():
+                return self.root, 2
+        except OSError:
+            pass
+        v1_quota = self.root / "cpu" / "cpu.cfs_quota_us"
+        if v1_quota.is_file():
+            return v1_quota.parent, 1
+        raise CgroupError(f"no cpu controller: {controllers} does not list cpu and {v1_quota} does not exist")
+
+    def create(self, name: str, quota_us: int) -> Path:
+        """Create (or reuse) the cgroup ``name`` with a CPU quota of ``quota_us`` per ``CFS_PERIOD_US``."""
+        hierarchy, version = self.hierarchy()
+        parent = hierarchy / CGROUP_PARENT
+        cgroup = parent / name
+        try:
+            parent.mkdir(exist_ok=True)
+            if version == 2:
+                # In cgroup v2 a controller acts in a cgroup only if every ancestor enables it for
+                # its children.
+                _enable_cpu_controller(hierarchy)
+                _enable_cpu_controller(parent)
+            cgroup.mkdir(exist_ok=True)
+            if version == 2:
+                (cgroup / "cpu.max").write_text(f"{quota_us} {CFS_PERIOD_US}")
+            else:
+                (cgroup / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+                (cgroup / "cpu.cfs_quota_us").write_text(str(quota_us))
+        except OSError as error:
+            try:
+                cgroup.rmdir()
+            except OSError:
+                pass
+            raise CgroupError(f"failed to create the cgroup {cgroup}: {error}") from error
+        return cgroup
+
+    @staticmethod
+    def add_process(cgroup: Path, pid: int) -> None:
+        try:
+            (cgroup / "cgroup.procs").write_text(str(pid))
+        except OSError as error:
+            raise CgroupError(f"failed to move process {pid} into the cgroup {cgroup}: {error}") from error
+
+    @staticmethod
+    def remove(cgroup: Path, timeout_s: float = CGROUP_REMOVE_TIMEOUT_S) -> bool:
+        """Remove ``cgroup`` and return True, or log why and return False if it remains after ``timeout_s``.
+
+        While the cgroup is busy, the processes still in it (descendants of an exited or stopped
+        container) get SIGKILL, as a container runtime kills what a container leaves behind.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                cgroup.rmdir()
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError as error:
+                if error.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    log.warning(
+                        "failed to remove cgroup %s: %s. Remove it with rmdir once its processes exit",
+                        cgroup, error,
+                    )
+                    return False
+            try:
+                leftovers = [int(pid) for pid in (cgroup / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                leftovers = []
+            for pid in leftovers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+
+    def remove_parent(self) -> None:
+        """Remove the ``CGROUP_PARENT`` folder if it is empty; leave it otherwise."""
+        try:
+            hierarchy, _ = self.hierarchy()
+            (hierarchy / CGROUP_PARENT).rmdir()
+        except (CgroupError, OSError) as error:
+            log.debug("cgroup folder %s kept: %s", CGROUP_PARENT, error)
+
+
+def _enable_cpu_controller(cgroup: Path) -> None:
+    subtree_control = cgroup / "cgroup.subtree_control"
+    if "cpu" not in subtree_control.read_text().split():
+        subtree_control.write_text("+cpu")
 
 
 @dataclass
@@ -204,18 +351,35 @@ class Container:
     next_start: float = 0.0
     backoff_s: float = 0.0
     terminated: dict | None = None
+    cpu_limit: str | None = None  # resources.limits.cpu as written in the pod
+    cpu_quota_us: int | None = None  # CPU time per CFS_PERIOD_US, or None for no quota
+    cgroup_name: str = ""
+    cgroups: CpuCgroups = field(default_factory=CpuCgroups)
+    cgroup: Path | None = None  # the cgroup of the running process, if it has one
+    cpu_limit_error: str | None = None  # why the last start runs without its CPU limit
 
     def start(self) -> None:
+        """Start the process, in its own CPU cgroup when it has a quota and cgroups are writable.
+
+        When the cgroup cannot be set up the process runs without a limit, and
+        ``cpu_limit_error`` stores the reason for the caller to report.
+        """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.cgroup, self.cpu_limit_error = None, None
+        if self.cpu_quota_us is not None:
+            try:
+                self.cgroup = self.cgroups.create(self.cgroup_name, self.cpu_quota_us)
+            except CgroupError as error:
+                self.cpu_limit_error = str(error)
+
+        if self.cgroup is None:
+            self.process = self._spawn(self.argv, stdin=subprocess.DEVNULL)
+        else:
+            try:
+                self.process = self._spawn_in_cgroup()
+            except OSError:
+                self.release_cgroup()
+                raise
         self.pid_path.write_text(str(self.process.pid))
         self.started_at = _now()
         self.terminated = None
@@ -224,8 +388,49 @@ class Container:
             self.readiness.last_run = 0.0
             self.readiness.successes = self.readiness.failures = 0
             self.readiness.ready = False
-        log.info("started %s (pid %d): %s", self.log_path.parent.name, self.process.pid,
-                 shlex.join(self.argv))
+        log.info("started %s (pid %d%s): %s", self.log_path.parent.name, self.process.pid,
+                 f", cgroup {self.cgroup}" if self.cgroup is not None else "", shlex.join(self.argv))
+
+    def _spawn(self, argv: list[str], stdin) -> subprocess.Popen:
+        with open(self.log_path, "ab") as log_file:
+            return subprocess.Popen(
+                argv,
+                env=self.env,
+                stdin=stdin,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _spawn_in_cgroup(self) -> subprocess.Popen:
+        """Start the process held by ``_CGROUP_GATE_SCRIPT``, move it into ``self.cgroup``, release it."""
+        # Resolved here so that a missing command raises FileNotFoundError as a plain Popen does.
+        executable = shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath))
+        if executable is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.argv[0])
+
+        gate_read, gate_write = os.pipe()
+        try:
+            try:
+                process = self._spawn(
+                    ["/bin/sh", "-c", _CGROUP_GATE_SCRIPT, "sh", executable, *self.argv[1:]],
+                    stdin=gate_read,
+                )
+            finally:
+                os.close(gate_read)
+            try:
+                self.cgroups.add_process(self.cgroup, process.pid)
+            except CgroupError as error:
+                self.cpu_limit_error = str(error)
+                self.release_cgroup()
+        finally:
+            os.close(gate_write)  # end of file on the shell's stdin: it execs the command
+        return process
+
+    def release_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroups.remove(self.cgroup)
+            self.cgroup = None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -252,6 +457,7 @@ class Container:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        self.release_cgroup()
         self.pid_path.unlink(missing_ok=True)
 
     def status(self) -> dict:
@@ -296,18 +502,27 @@ class LocalPod:
     phase: str = "Pending"
     deleting_since: float | None = None
     last_status: dict | None = field(default=None, repr=False)
+    cpu_limit_warned: set[str] = field(default_factory=set)  # containers with a CPULimitNotEnforced Event
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    def object_reference(self) -> dict:
+        """Return the pod fields that ``PodRunner._event`` reads, for a pod known only by this record."""
+        return {
+            "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
+            "spec": {"nodeName": self.node},
+        }
+
 
 class PodRunner:
     """Watches opted-in pods and keeps their processes in line with them."""
 
-    def __init__(self, cluster: ClusterConfig, api: client.CoreV1Api):
+    def __init__(self, cluster: ClusterConfig, api: client.CoreV1Api, cgroups: CpuCgroups | None = None):
         self.cluster = cluster
         self.api = api
+        self.cgroups = cgroups or CpuCgroups()
         self.pods: dict[str, LocalPod] = {}  # by uid
         self.failed: set[str] = set()  # uids of pods whose spec cannot run locally
         self.seen: dict[str, dict] = {}  # uid -> the latest pod object from the watch
@@ -418,7 +633,7 @@ class PodRunner:
             annotations=annotations,
         )
         for container in containers:
-            container.start()
+            self._start_container(local, container)
         local.phase = "Running"
         self.pods[local.uid] = local
         log.info("pod %s runs on %s with ports %s", local.key, local.node, ports)
@@ -473,6 +688,16 @@ class PodRunner:
             probe = None
             if c.get("readinessProbe"):
                 probe = Probe(c["readinessProbe"], port_map, named, started_at=time.monotonic())
+            cpu_limit = ((c.get("resources") or {}).get("limits") or {}).get("cpu")
+            quota_us = None
+            if cpu_limit is not None:
+                cpu_limit = str(cpu_limit)
+                try:
+                    quota_us = cfs_quota_us(cpu_limit)
+                except ValueError as error:
+                    raise ValueError(
+                        f"container {c['name']!r}: invalid resources.limits.cpu {cpu_limit!r}: {error}"
+                    ) from error
             containers.append(
                 Container(
                     name=c["name"],
@@ -482,6 +707,11 @@ class PodRunner:
                     log_path=pod_dir / f"{c['name']}.log",
                     pid_path=pod_dir / f"{c['name']}.pid",
                     readiness=probe,
+                    cpu_limit=cpu_limit,
+                    cpu_quota_us=quota_us,
+                    # "_" cannot occur in namespace, pod or container names, so the name is unique.
+                    cgroup_name=f"{metadata['namespace']}_{metadata['name']}_{c['name']}",
+                    cgroups=self.cgroups,
                 )
             )
         return containers, ports
@@ -514,6 +744,7 @@ class PodRunner:
                     "finishedAt": _now(),
                 }
                 container.pid_path.unlink(missing_ok=True)
+                container.release_cgroup()
                 log.info("pod %s container %s exited with %s", local.key, container.name, code)
                 restart = local.restart_policy == "Always" or (
                     local.restart_policy == "OnFailure" and code != 0
@@ -530,11 +761,23 @@ class PodRunner:
                 container.last_termination = container.terminated
                 container.restart_count += 1
                 container.next_start = 0.0
-                container.start()
+                self._start_container(local, container)
 
         if all(c.terminated is not None and not c.next_start and not c.alive() for c in local.containers):
             failed = any(c.terminated["exitCode"] != 0 for c in local.containers)
             local.phase = "Failed" if failed else "Succeeded"
+
+    def _start_container(self, local: LocalPod, container: Container) -> None:
+        """Start one container; the first start without its CPU limit gets a Warning Event."""
+        container.start()
+        if container.cpu_limit_error is None or container.name in local.cpu_limit_warned:
+            return
+        local.cpu_limit_warned.add(container.name)
+        self._event(
+            local.object_reference(), "Warning", "CPULimitNotEnforced",
+            f"container {container.name!r} runs without its CPU limit {container.cpu_limit}: "
+            f"{container.cpu_limit_error}",
+        )
 
     def _report(self, local: LocalPod) -> None:
         ready = all(c.ready() for c in local.containers)
@@ -676,6 +919,7 @@ class PodRunner:
             self.stopping.wait(TICK_S)
         for local in list(self.pods.values()):
             self._stop_processes(local, grace_s=5)
+        self.cgroups.remove_parent()
         (self.cluster.run_dir / "podrunner.ready").unlink(missing_ok=True)
 
 
