@@ -29,7 +29,7 @@ def test_tier_deployment_requests_the_tiers_gpus_and_is_owned():
         "uid": "uid-1", "controller": True, "blockOwnerDeletion": True,
     }
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert container["resources"]["limits"] == {"cpu": "500m", "nvidia.com/gpu": "1"}
     assert container["resources"]["requests"] == {"nvidia.com/gpu": "1"}
     assert container["args"][:4] == ["--tier", "large", "--model-name", "movielens-bert"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {

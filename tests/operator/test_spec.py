@@ -82,3 +82,27 @@ def test_policy_error_names_the_spec_field(spec):
 
     assert error.value.field == "spec.policy.epsilonMin"
     assert "epsilon_min must be in [0.0, 0.0], got 0.01" in str(error.value)
+
+
+def test_load_scale_reaches_policy_config(spec):
+    spec["policy"]["loadScale"] = 7.5
+
+    parsed = parse_spec(spec)
+
+    assert parsed.policy.load_scale == 7.5
+
+
+def test_load_scale_defaults_to_one(spec):
+    spec["policy"].pop("loadScale", None)
+
+    assert parse_spec(spec).policy.load_scale == 1.0
+
+
+def test_zero_load_scale_names_the_field(spec):
+    spec["policy"]["loadScale"] = 0
+
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec)
+
+    assert error.value.field == "spec.policy.loadScale"
+    assert "load_scale must be in (0.0, 1000.0], got 0.0" in str(error.value)

@@ -229,3 +229,17 @@ def test_idle_interval_is_valid_but_credits_nothing(config, clock):
     assert decision.interval_reward is None
     assert "scale-down" in decision.q_values
     assert np.isfinite(state.q).all()
+
+def test_load_scale_moves_load_bin():
+    from tierscale_operator.policy.features import decode_state
+    from tierscale_operator.sim.scenario import default_scenario
+
+    config = default_scenario().policy
+    args = (np.array([30.0]), np.array([25.0]), np.array([0]), np.array([1]), np.array([1]), np.array([30.0]))
+
+    plain = decode_state(config, int(state_index(config, *args)[0]))
+    scaled = decode_state(config.replace(load_scale=5.0), int(state_index(config.replace(load_scale=5.0), *args)[0]))
+
+    assert plain.load_bin == 1  # 30 requests/s: the 20 to 40 bin
+    assert scaled.load_bin == 7  # 150 requests/s: the 140 to 160 bin
+    assert scaled.latency_ratio_bin == plain.latency_ratio_bin

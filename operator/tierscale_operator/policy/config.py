@@ -89,6 +89,10 @@ class PolicyConfig:
     # greedy action's, so the policy does not try what the table already rates as a breach. None
     # explores every allowed action.
     exploration_margin_penalties: float | None = 0.5
+    # The request rate is multiplied by this factor before it is binned into the state, so a
+    # replica that serves fewer requests than the pretraining profile's maps onto the table's
+    # load bins: profile capacity per replica / this deployment's capacity per replica.
+    load_scale: float = 1.0
     mode: str = "learn"
     metrics_max_age_s: float | None = None
     breach_intervals: int = 2
@@ -303,6 +307,7 @@ def _validate(config: PolicyConfig) -> None:
             f"got {config.learning_rate_schedule!r}"
         )
     _require_float("discount", config.discount, 0.0, 1.0, high_open=True)
+    _require_float("load_scale", config.load_scale, 0.0, 1000.0, low_open=True)
     _require_float("epsilon", config.epsilon, 0.0, 1.0)
     _require_float("epsilon_min", config.epsilon_min, 0.0, config.epsilon)
     _require_float("epsilon_decay", config.epsilon_decay, 0.0, 1.0, low_open=True)

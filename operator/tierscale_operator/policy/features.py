@@ -2,7 +2,7 @@
 
 The state is five features, each binned by `StateBins` (see its docstring for the bin rule):
 
-- load per ready replica, in requests per second;
+- load per ready replica, in requests per second times `PolicyConfig.load_scale`;
 - p95 latency divided by the SLO target;
 - the current tier (its index, cheapest first);
 - the desired replica count;
@@ -57,7 +57,7 @@ def state_index(
     n_load, n_latency, n_tier, n_replicas, n_trend = config.bin_counts
     rps = np.asarray(requests_per_second, dtype=np.float64)
 
-    load = rps / np.maximum(np.asarray(ready_replicas, dtype=np.float64), 1.0)
+    load = rps * config.load_scale / np.maximum(np.asarray(ready_replicas, dtype=np.float64), 1.0)
     load_bin = _bin(bins.load_rps_per_replica, load)
 
     ratio = np.asarray(latency_p95_ms, dtype=np.float64) / config.slo_latency_p95_ms
