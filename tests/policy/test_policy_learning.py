@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from policy_helpers import follow, observe
 
-from tierscale_operator.policy import Action, PolicyState, decide
+from tierscale_operator.policy import Action, Observation, PolicyState, decide
 from tierscale_operator.policy.core import BatchObservation, ControlState, TableState, step_batch
 from tierscale_operator.policy.features import state_index
 
@@ -243,3 +243,78 @@ def test_load_scale_moves_load_bin():
     assert plain.load_bin == 1  # 30 requests/s: the 20 to 40 bin
     assert scaled.load_bin == 7  # 150 requests/s: the 140 to 160 bin
     assert scaled.latency_ratio_bin == plain.latency_ratio_bin
+
+
+def _tables_with_visits(config, states):
+    tables = TableState(q=np.zeros((1, config.n_states, 5)), visits=np.zeros((1, config.n_states, 5), dtype=np.int64),
+                        updates=np.zeros(1, dtype=np.int64))
+    for state, q_row in states.items():
+        tables.q[0, state] = q_row
+        tables.visits[0, state, 1] = 3
+    return tables
+
+
+def _with_load_bin(config, state, load_bin):
+    stride = config.n_states // config.bin_counts[0]
+    return state % stride + load_bin * stride
+
+
+def test_unvisited_state_borrows_nearest_load_bin(config):
+    from tierscale_operator.policy.core import nearest_visited
+
+    base = int(state_index(config, np.array([10.0]), np.array([45.0]), np.array([0]), np.array([1]),
+                           np.array([1]), np.array([10.0]))[0])
+    far, near = _with_load_bin(config, base, 9), _with_load_bin(config, base, 4)
+    tables = _tables_with_visits(config, {far: [0, 1, 2, 0, 0], near: [0, 1, 3, 0, 0]})
+
+    chosen = nearest_visited(config, tables, np.array([0]), np.array([base]))
+
+    assert chosen.tolist() == [near]
+
+
+def test_visited_state_keeps_its_own_values(config):
+    from tierscale_operator.policy.core import nearest_visited
+
+    base = int(state_index(config, np.array([10.0]), np.array([45.0]), np.array([0]), np.array([1]),
+                           np.array([1]), np.array([10.0]))[0])
+    tables = _tables_with_visits(config, {base: [0, 1, 0, 0, 0], _with_load_bin(config, base, 3): [0, 0, 5, 0, 0]})
+
+    assert nearest_visited(config, tables, np.array([0]), np.array([base])).tolist() == [base]
+
+
+def test_borrowing_tie_goes_to_higher_load(config):
+    from tierscale_operator.policy.core import nearest_visited
+
+    state = _with_load_bin(config, 0, 3)
+    lower, higher = _with_load_bin(config, 0, 2), _with_load_bin(config, 0, 4)
+    tables = _tables_with_visits(config, {lower: [0, 1, 0, 0, 0], higher: [0, 0, 1, 0, 0]})
+
+    assert nearest_visited(config, tables, np.array([0]), np.array([state])).tolist() == [higher]
+
+
+def test_nothing_visited_leaves_state(config):
+    from tierscale_operator.policy.core import nearest_visited
+
+    tables = _tables_with_visits(config, {})
+
+    assert nearest_visited(config, tables, np.array([0]), np.array([17])).tolist() == [17]
+
+
+def test_decision_says_q_was_borrowed(config):
+    state = PolicyState.initial(config.replace(epsilon=0.0, epsilon_min=0.0))
+    obs = Observation(at_s=1000.0, tier="small", replicas=1, ready_replicas=1, gpus_allocated=1,
+                      requests_per_second=10.0, latency_p95_ms=45.0, ctr_adjusted=0.05, metrics_at_s=1000.0)
+    own = int(state_index(config, np.array([10.0]), np.array([45.0]), np.array([0]), np.array([1]),
+                          np.array([1]), np.array([np.nan]))[0])
+    borrowed = _with_load_bin(config, own, 8)
+    q = state.q.copy()
+    visits = state.visits.copy()
+    q[borrowed] = [0.0, 0.1, 0.5, 0.0, 0.0]
+    visits[borrowed, 2] = 4
+    state = dataclasses.replace(state, q=q, visits=visits)
+
+    decision, _ = decide(config.replace(epsilon=0.0, epsilon_min=0.0), state, obs)
+
+    assert decision.action == Action.SCALE_UP
+    assert decision.q_borrowed_from.load_bin == 8
+    assert "state never visited: Q of load bin 8" in decision.reason

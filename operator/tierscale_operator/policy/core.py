@@ -187,7 +187,8 @@ class BatchDecision:
     propensity: np.ndarray
     epsilon: np.ndarray
     state_index: np.ndarray  # -1 where the metrics were invalid
-    q_values: np.ndarray  # (n, N_ACTIONS), the row of state_index before this step's update
+    q_values: np.ndarray  # (n, N_ACTIONS), the row of q_state before this step's update
+    q_state: np.ndarray  # the state whose Q-values were used: state_index, or a neighbour (see nearest_visited)
     mask_reasons: np.ndarray  # (n, N_ACTIONS) MaskReason bits; 0 = allowed
     guard_mask_reasons: np.ndarray  # (n, N_ACTIONS) the mask guards were held to
     metrics_valid: np.ndarray
@@ -201,6 +202,29 @@ class BatchDecision:
     reward_clicks: np.ndarray
     reward_gpu_cost: np.ndarray
     reward_slo_penalty: np.ndarray
+
+
+def nearest_visited(config: PolicyConfig, tables: TableState, table_index: np.ndarray,
+                    state: np.ndarray) -> np.ndarray:
+    """Return, per row, the state whose Q-values rank the actions.
+
+    That is `state` itself once any of its actions was visited. For a state never visited, it is
+    the visited state nearest in load bin with the same p95 ratio, tier, replicas and trend: p95
+    near the SLO means near saturation whatever the request rate, so a server slower or faster
+    than the one the table learned on borrows what the table knows at the same latency. Ties go
+    to the higher load bin, the cautious side. With no such state, `state` itself (all zeros: hold).
+    """
+    n_load = config.bin_counts[0]
+    stride = config.n_states // n_load
+    load_bin = state // stride
+    bins = np.arange(n_load)
+    candidates = state[:, None] + (bins[None, :] - load_bin[:, None]) * stride
+    visited = tables.visits[table_index[:, None], candidates].sum(axis=2) > 0
+    offset = bins[None, :] - load_bin[:, None]
+    distance = np.where(visited, 2 * np.abs(offset) - (offset > 0), 2 * n_load)
+    nearest = candidates[np.arange(state.shape[0]), distance.argmin(axis=1)]
+    own_visited = visited[np.arange(state.shape[0]), load_bin]
+    return np.where(own_visited | ~visited.any(axis=1), state, nearest)
 
 
 def epsilon_for(config: PolicyConfig, updates: np.ndarray) -> np.ndarray:
@@ -303,7 +327,8 @@ def step_batch(
     interval_settled = settled_ticks >= SETTLED_FOR_CREDIT
 
     state = state_index(config, rps, p95, tier, replicas, obs.ready_replicas, control.previous_rps)
-    q_values = tables.q[table_index, state].copy()
+    q_state = nearest_visited(config, tables, table_index, state)
+    q_values = tables.q[table_index, q_state].copy()
 
     # 2. Reward and credit.
     reward, clicks, gpu_cost, slo_penalty = interval_reward(config, obs)
@@ -374,6 +399,7 @@ def step_batch(
         epsilon=np.asarray(epsilon, dtype=np.float64),
         state_index=np.where(valid, state, -1),
         q_values=q_values,
+        q_state=np.where(valid, q_state, -1),
         mask_reasons=mask,
         guard_mask_reasons=guard_mask,
         metrics_valid=valid,

@@ -95,6 +95,8 @@ class Decision:
     epsilon: float
     metrics_valid: bool
     state: StateFeatures | None
+    # The state whose Q-values ranked the actions when `state` was never visited, else None.
+    q_borrowed_from: StateFeatures | None
     q_values: dict[str, float]
     masked: dict[str, str]
     scale_up_blocked_by_gpus: bool
@@ -110,6 +112,7 @@ class Decision:
         data = dataclasses.asdict(self)
         data["action"] = self.action.label
         data["state"] = None if self.state is None else self.state.to_dict()
+        data["q_borrowed_from"] = None if self.q_borrowed_from is None else self.q_borrowed_from.to_dict()
         return data
 
 
@@ -257,6 +260,8 @@ def _to_decision(config: PolicyConfig, obs: Observation, batch: Any) -> Decision
         )
     target_tier = int(batch.target_tier[0])
     reward = float(batch.reward[0])
+    state, q_state = int(batch.state_index[0]), int(batch.q_state[0])
+    borrowed = decode_state(config, q_state) if valid and q_state != state else None
     return Decision(
         at_s=float(obs.at_s),
         action=action,
@@ -266,11 +271,12 @@ def _to_decision(config: PolicyConfig, obs: Observation, batch: Any) -> Decision
         target_replicas=int(batch.target_replicas[0]),
         source=_SOURCE_TEXT[source],
         guard=_GUARD_TEXT.get(guard),
-        reason=_reason(config, action, source, guard, q_values, masked, batch, up_reasons),
+        reason=_reason(config, action, source, guard, q_values, masked, batch, up_reasons, borrowed),
         propensity=float(batch.propensity[0]),
         epsilon=float(batch.epsilon[0]),
         metrics_valid=valid,
-        state=decode_state(config, int(batch.state_index[0])) if valid else None,
+        state=decode_state(config, state) if valid else None,
+        q_borrowed_from=borrowed,
         q_values=q_values,
         masked=masked,
         scale_up_blocked_by_gpus=bool(up_reasons & gpu_bits),
@@ -281,7 +287,7 @@ def _to_decision(config: PolicyConfig, obs: Observation, batch: Any) -> Decision
 
 
 def _reason(config: PolicyConfig, action: Action, source: Source, guard: Guard, q_values: dict[str, float],
-            masked: dict[str, str], batch: Any, up_reasons: int) -> str:
+            masked: dict[str, str], batch: Any, up_reasons: int, borrowed: StateFeatures | None) -> str:
     """Format the chosen action and its cause as one line."""
     label = action.label
     if source == Source.METRICS_HOLD:
@@ -303,6 +309,8 @@ def _reason(config: PolicyConfig, action: Action, source: Source, guard: Guard, 
         return f"{prefix}{label}: every change is masked ({describe_mask_reasons(change_bits)})"
     ranked = sorted(q_values.items(), key=lambda item: -item[1])
     values = ", ".join(f"{name} {value:.3g}" for name, value in ranked)
+    if borrowed is not None:
+        values += f" (state never visited: Q of load bin {borrowed.load_bin} at the same p95 ratio)"
     if source == Source.EXPLORE:
         return f"{prefix}{label}: explore (epsilon {float(batch.epsilon[0]):.3g}); Q: {values}"
     return f"{prefix}{label}: greedy; Q: {values}"
