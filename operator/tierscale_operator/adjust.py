@@ -4,9 +4,10 @@ Two corrections, in this order:
 
 1. Position bias (examination model): clicks at position k are divided by theta_k, the probability
    that position k is examined relative to the first. theta comes from ``spec.causal`` (configured)
-   or is estimated from the server's randomised adjacent swaps, summed over all intervals so far;
-   until every adjacent pair has swapped impressions and clicks, no correction is applied and the
-   reason is reported.
+   or is estimated from the server's randomised adjacent swaps, summed over all intervals so far.
+   Positions are corrected down to the deepest one whose adjacent pairs each have
+   ``MIN_SWAPPED_CLICKS`` clicks in both swapped cells; until positions 1 and 2 have them, no
+   correction is applied and the reason is reported.
 2. Confounders (hour of day, load): an impression-weighted regression of the corrected CTR on tier,
    hour-of-day Fourier terms and load, fitted on this resource's own interval history once it holds
    ``MIN_INTERVALS_FOR_CONFOUNDERS`` intervals; the interval's hour and load term is replaced by its
@@ -34,6 +35,10 @@ from tierscale_operator.causal.position_bias import (
 )
 
 MAX_POSITIONS = 20
+# Clicks each swapped cell of an adjacent pair needs before the pair's examination ratio is used.
+# The ratio divides by these counts, so a handful of clicks gives ratios that inflate the
+# corrected CTR several times over (seen in the first minutes of the demo).
+MIN_SWAPPED_CLICKS = 10
 # The regression fits 1 + (tiers - 1) + 4 hour terms + 2 load terms parameters; 24 intervals is the
 # least that leaves it over-determined for up to 8 tiers and can span every hour of a compressed day.
 MIN_INTERVALS_FOR_CONFOUNDERS = 24
@@ -77,7 +82,8 @@ def position_bias(
             clicks[rank, shown] = min(value, impressions[rank, shown])
     usable = _usable_positions(impressions, clicks)
     if usable < 2:
-        return None, "position bias not yet estimated: positions 1 and 2 need swapped impressions and clicks"
+        return None, (f"position bias not yet estimated: positions 1 and 2 need swapped impressions and "
+                      f"{MIN_SWAPPED_CLICKS} clicks in each swapped cell")
     try:
         return estimate_from_swaps(impressions[:usable, :usable], clicks[:usable, :usable], n_bootstrap=200), None
     except InvalidPositionDataError as error:
@@ -91,7 +97,7 @@ def _usable_positions(impressions: np.ndarray, clicks: np.ndarray) -> int:
         cells = [(k, k), (k, k + 1), (k + 1, k), (k + 1, k + 1)]
         if any(impressions[c] <= 0 for c in cells):
             break
-        if clicks[k, k] + clicks[k + 1, k] <= 0 or clicks[k, k + 1] + clicks[k + 1, k + 1] <= 0:
+        if clicks[k, k + 1] < MIN_SWAPPED_CLICKS or clicks[k + 1, k] < MIN_SWAPPED_CLICKS:
             break
         n = k + 2
     return n

@@ -110,3 +110,25 @@ def test_bias_uses_only_positions_with_swap_evidence():
 
     assert note is None
     assert bias.n_positions == 2
+
+
+def test_pair_with_few_swapped_clicks_is_not_used():
+    # Pair (2, 3) has every cell, but rank 3 shown at 2 drew only 3 clicks.
+    impressions = {"1,1": 1000, "1,2": 1000, "2,1": 1000, "2,2": 1000, "2,3": 1000, "3,2": 1000, "3,3": 1000}
+    clicks = {"1,1": 100, "1,2": 50, "2,1": 80, "2,2": 40, "2,3": 30, "3,2": 3, "3,3": 20}
+
+    bias, note = position_bias("estimate", (), impressions, clicks)
+
+    assert note is None
+    assert bias.n_positions == 2
+
+
+def test_bias_waits_for_swapped_clicks():
+    impressions = {"1,1": 1000, "1,2": 1000, "2,1": 1000, "2,2": 1000}
+    clicks = {"1,1": 100, "1,2": 9, "2,1": 80, "2,2": 40}
+
+    bias, note = position_bias("estimate", (), impressions, clicks)
+
+    assert bias is None
+    assert note == ("position bias not yet estimated: positions 1 and 2 need swapped impressions and "
+                    "10 clicks in each swapped cell")
