@@ -115,6 +115,25 @@ def _status(custom: client.CustomObjectsApi) -> dict:
         return {}
 
 
+def _events(core: client.CoreV1Api, custom: client.CustomObjectsApi, namespace: str = NAMESPACE,
+            name: str = NAME) -> list[dict]:
+    """Return this run's Events of the resource, oldest first.
+
+    Events of an earlier run's resource of the same name stay for an hour, so the resource's uid
+    selects this run's.
+    """
+    selector = f"involvedObject.name={name}"
+    try:
+        uid = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)["metadata"]["uid"]
+        selector += f",involvedObject.uid={uid}"
+    except ApiException:
+        pass
+    events = core.list_namespaced_event(namespace, field_selector=selector).items
+    rows = [{"type": e.type, "reason": e.reason, "message": e.message, "count": e.count,
+             "time": str(e.last_timestamp or e.event_time)} for e in events]
+    return sorted(rows, key=lambda row: row["time"])
+
+
 def _row(t_s: float, rate: DiurnalRate, status: dict, slo_ms: float) -> dict:
     observed = status.get("observed") or {}
     decision = status.get("lastDecision") or {}
@@ -279,10 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             live.stop()
     finally:
         _stop(locust)
-        events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={NAME}").items
-        (out / "events.json").write_text(json.dumps(
-            [{"type": e.type, "reason": e.reason, "message": e.message, "count": e.count,
-              "time": str(e.last_timestamp or e.event_time)} for e in events], indent=1))
+        (out / "events.json").write_text(json.dumps(_events(core, custom), indent=1))
         if operator is not None and operator.poll() is None:
             _delete_resource(custom, core)
         _stop(operator)

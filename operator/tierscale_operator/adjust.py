@@ -36,8 +36,8 @@ from tierscale_operator.causal.position_bias import (
 
 MAX_POSITIONS = 20
 # Clicks each swapped cell of an adjacent pair needs before the pair's examination ratio is used.
-# The ratio divides by these counts, so a handful of clicks gives ratios that inflate the
-# corrected CTR several times over (seen in the first minutes of the demo).
+# The ratio divides by these counts. In the first minutes of a demo run, a few clicks gave ratios
+# that raised the corrected CTR above 1.
 MIN_SWAPPED_CLICKS = 10
 # The regression fits 1 + (tiers - 1) + 4 hour terms + 2 load terms parameters; 24 intervals is the
 # least that leaves it over-determined for up to 8 tiers and can span every hour of a compressed day.

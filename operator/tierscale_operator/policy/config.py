@@ -89,9 +89,8 @@ class PolicyConfig:
     # greedy action's, so the policy does not try what the table already rates as a breach. None
     # explores every allowed action.
     exploration_margin_penalties: float | None = 0.5
-    # The request rate is multiplied by this factor before it is binned into the state, so a
-    # replica that serves fewer requests than the pretraining profile's maps onto the table's
-    # load bins: profile capacity per replica / this deployment's capacity per replica.
+    # Factor on the request rate before it is binned into the state: profile capacity per
+    # replica / this deployment's. A slower replica then maps onto the table's load bins.
     load_scale: float = 1.0
     mode: str = "learn"
     metrics_max_age_s: float | None = None

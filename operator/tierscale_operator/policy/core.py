@@ -211,7 +211,7 @@ def nearest_visited(config: PolicyConfig, tables: TableState, table_index: np.nd
     That is `state` itself once any of its actions was visited. For a state never visited, it is
     the visited state nearest in load bin with the same p95 ratio, tier, replicas and trend: p95
     near the SLO means near saturation whatever the request rate, so a server slower or faster
-    than the one the table learned on borrows what the table knows at the same latency. Ties go
+    than the one the table learned on borrows the table's values at the same latency. Ties go
     to the higher load bin, the cautious side. With no such state, `state` itself (all zeros: hold).
     """
     n_load = config.bin_counts[0]
