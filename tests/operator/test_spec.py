@@ -106,3 +106,19 @@ def test_zero_load_scale_names_the_field(spec):
 
     assert error.value.field == "spec.policy.loadScale"
     assert "load_scale must be in (0.0, 1000.0], got 0.0" in str(error.value)
+
+
+def test_learning_rate_schedule_reaches_policy_config(spec):
+    spec["policy"]["learningRateSchedule"] = "visit-averaged"
+
+    assert parse_spec(spec).policy.learning_rate_schedule == "visit-averaged"
+
+
+def test_unknown_learning_rate_schedule_names_the_field(spec):
+    spec["policy"]["learningRateSchedule"] = "cosine"
+
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec)
+
+    assert error.value.field == "spec.policy.learningRateSchedule"
+    assert "'cosine'" in str(error.value)
