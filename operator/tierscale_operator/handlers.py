@@ -4,11 +4,17 @@
 - ``recommenderdeployment_tick`` (a timer every `TICK_S`): one control step when it is due.
 
 An invalid spec never crashes the operator: it sets ``Ready=False`` with reason ``InvalidSpec`` and
-a message naming the field, posts a Warning Event, and waits for the next edit.
+a message naming the field, posts a Warning Event and logs one line (once per distinct message),
+and waits for the next edit. The same goes for a missing initial table (``InvalidInitialTable``)
+and a model name that another resource in the namespace already uses (``ModelNameInUse``: the
+Prometheus queries select series by namespace and model, so two such resources would read each
+other's traffic). A child the API server rejects (for example an invalid ``spec.model.resources``)
+gets a ``ReconcileFailed`` Warning Event with the API server's message, and kopf retries.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -30,6 +36,8 @@ log = logging.getLogger("tierscale.handlers")
 TICK_S = 1.0
 
 _controller: Controller | None = None
+# The last rejection reported per resource uid, so a timer running every second reports it once.
+_reported: dict[str, tuple[str, str]] = {}
 
 
 def controller() -> Controller:
@@ -56,23 +64,53 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.watching.server_timeout = 60
 
 
-def _parse(body, patch, logger) -> RecommenderSpec | None:
+def _reject(body, patch, reason: str, message: str) -> None:
+    """Set Ready=False with `reason`; post the Warning Event and log only when the message is new."""
+    metadata = body["metadata"]
+    generation = metadata.get("generation", 0)
+    patch.status["conditions"] = merge_conditions(
+        (body.get("status") or {}).get("conditions") or [],
+        [condition("Ready", False, reason, message, generation, controller().clock())],
+    )
+    patch.status["observedGeneration"] = generation
+    if _reported.get(metadata["uid"]) != (reason, message):
+        _reported[metadata["uid"]] = (reason, message)
+        kopf.warn(body, reason=reason, message=message)
+        log.warning("%s/%s: %s: %s", metadata.get("namespace"), metadata.get("name"), reason, message)
+
+
+def _parse(body, patch) -> RecommenderSpec | None:
     try:
-        return parse_spec(body["spec"])
+        spec = parse_spec(body["spec"])
     except SpecError as error:
-        generation = body["metadata"].get("generation", 0)
-        conditions = merge_conditions(
-            (body.get("status") or {}).get("conditions") or [],
-            [condition("Ready", False, "InvalidSpec", str(error), generation, controller().clock())],
-        )
-        patch.status["conditions"] = conditions
-        patch.status["observedGeneration"] = generation
-        previous = next((c for c in (body.get("status") or {}).get("conditions") or []
-                         if c["type"] == "Ready"), {})
-        if previous.get("message") != str(error):
-            kopf.warn(body, reason="InvalidSpec", message=str(error))
-        logger.warning("invalid spec: %s", error)
+        _reject(body, patch, "InvalidSpec", str(error))
         return None
+    other = _model_name_owner(body, spec)
+    if other is not None:
+        _reject(body, patch, "ModelNameInUse",
+                f"spec.model.name={spec.model.name!r} is already used by RecommenderDeployment {other} in this "
+                "namespace; the operator selects Prometheus series by namespace and model name, so give "
+                "each resource its own")
+        return None
+    return spec
+
+
+def _model_name_owner(body, spec: RecommenderSpec) -> str | None:
+    """Return the name of an older resource in the namespace with the same model name, if any."""
+    metadata = body["metadata"]
+    custom = client.CustomObjectsApi(controller().core.api_client)
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, metadata["namespace"], PLURAL)["items"]
+
+    def age(item: dict) -> tuple[str, str]:
+        return item["metadata"].get("creationTimestamp") or "", item["metadata"]["name"]
+
+    for item in sorted(items, key=age):
+        if item["metadata"]["uid"] == metadata["uid"]:
+            return None
+        if (item.get("spec") or {}).get("model", {}).get("name") == spec.model.name \
+                and item["metadata"].get("deletionTimestamp") is None:
+            return item["metadata"]["name"]
+    return None
 
 
 def _stored_tier_replicas(namespace: str, name: str, spec: RecommenderSpec) -> dict[str, int]:
@@ -88,34 +126,38 @@ def _stored_tier_replicas(namespace: str, name: str, spec: RecommenderSpec) -> d
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def recommenderdeployment_reconcile(body, namespace, name, uid, patch, logger, **_) -> None:
-    spec = _parse(body, patch, logger)
+def recommenderdeployment_reconcile(body, namespace, name, uid, patch, **_) -> None:
+    spec = _parse(body, patch)
     if spec is None:
         return
     ctl = controller()
-    changes = reconcile_children(
-        ctl.apps, ctl.core, namespace, name, uid, spec, _stored_tier_replicas(namespace, name, spec)
-    )
+    try:
+        changes = reconcile_children(
+            ctl.apps, ctl.core, namespace, name, uid, spec, _stored_tier_replicas(namespace, name, spec)
+        )
+    except ApiException as error:
+        if error.status not in (400, 422):
+            raise
+        message = f"the API server rejected a tier Deployment or the Service: {_api_message(error)}"
+        kopf.warn(body, reason="ReconcileFailed", message=message)
+        log.warning("%s/%s: ReconcileFailed: %s", namespace, name, message)
+        raise kopf.TemporaryError(message, delay=60) from error
     for change in changes:
         kopf.event(body, type="Normal", reason="Reconciled", message=change)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_S, sharp=False)
 def recommenderdeployment_tick(body, namespace, name, patch, logger, **_) -> None:
-    spec = _parse(body, patch, logger)
+    spec = _parse(body, patch)
     if spec is None:
         return
     ctl = controller()
     try:
         table = pretrained.initial_table(ctl.core, namespace, spec)
     except pretrained.TableError as error:
-        patch.status["conditions"] = merge_conditions(
-            (body.get("status") or {}).get("conditions") or [],
-            [condition("Ready", False, "InvalidInitialTable", str(error),
-                       body["metadata"].get("generation", 0), ctl.clock())],
-        )
-        kopf.warn(body, reason="InvalidInitialTable", message=str(error))
+        _reject(body, patch, "InvalidInitialTable", str(error))
         return
+    _reported.pop(body["metadata"]["uid"], None)  # nothing is wrong any more: report the next problem
     try:
         report = ctl.tick(body, spec, initial_table=table)
     except ApiException as error:
@@ -129,3 +171,15 @@ def recommenderdeployment_tick(body, namespace, name, patch, logger, **_) -> Non
     for event in report.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     metrics.export(namespace, name, spec.slo_latency_p95_ms, report)
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"HTTP {error.status} {error.reason}"
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def recommenderdeployment_forget(uid, **_) -> None:
+    _reported.pop(uid, None)

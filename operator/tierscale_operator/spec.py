@@ -140,7 +140,10 @@ def parse_spec(spec: Mapping[str, Any]) -> RecommenderSpec:
     interval_s = parse_duration_s("spec.policy.interval", policy.get("interval", "30s"))
     cooldown_s = parse_duration_s("spec.policy.cooldown", policy.get("cooldown", "60s"))
     rollout_timeout_s = parse_duration_s("spec.policy.rolloutTimeout", policy.get("rolloutTimeout", "120s"))
-    parse_duration_s("spec.prometheus.window", prometheus.get("window", "1m"))
+    if interval_s < 1:
+        raise SpecError("spec.policy.interval", policy.get("interval"), "must be at least 1s")
+    if parse_duration_s("spec.prometheus.window", prometheus.get("window", "1m")) <= 0:
+        raise SpecError("spec.prometheus.window", prometheus.get("window"), "must be above 0")
     timeout_s = float(prometheus.get("timeoutSeconds", 5))
     if timeout_s >= interval_s:
         raise SpecError(
@@ -148,8 +151,6 @@ def parse_spec(spec: Mapping[str, Any]) -> RecommenderSpec:
             f"must be shorter than spec.policy.interval ({interval_s:g} s) so a slow query cannot "
             "delay the next decision",
         )
-    if interval_s < 1:
-        raise SpecError("spec.policy.interval", policy.get("interval"), "must be at least 1s")
 
     position_bias = causal.get("positionBias", "estimate")
     propensities = tuple(float(p) for p in causal.get("positionPropensities") or ())
@@ -212,7 +213,8 @@ def parse_spec(spec: Mapping[str, Any]) -> RecommenderSpec:
             method=causal.get("method", "snips"),
             position_bias=position_bias,
             position_propensities=propensities,
-            confounders=tuple(causal.get("confounders") or ("hourOfDay", "load")),
+            # An explicit empty list turns the confounder adjustment off; a missing one means both.
+            confounders=tuple(causal.get("confounders", ("hourOfDay", "load"))),
         ),
         pod_labels=dict((spec.get("podTemplate") or {}).get("labels") or {}),
         pod_annotations=dict((spec.get("podTemplate") or {}).get("annotations") or {}),

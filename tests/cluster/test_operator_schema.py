@@ -26,19 +26,25 @@ def _rejection(kube, namespace, spec) -> dict:
     ("change", "field", "text"),
     [
         ({"replicas": {"min": -1, "max": 4}}, "spec.replicas.min",
-         "spec.replicas.min in body should be greater than or equal to 0"),
+         "spec.replicas.min in body should be greater than or equal to 1"),
         ({"replicas": {"min": 5, "max": 2}}, "spec.replicas.min",
          "replicas.min must be less than or equal to replicas.max"),
-        ({"initialTier": "huge"}, "spec.initialTier", "initialTier must name one of spec.tiers"),
+        ({"initialTier": "huge"}, "spec.initialTier", "initialTier huge must name one of spec.tiers"),
         ({"slo": {"latencyP95Ms": "fast"}}, "spec.slo.latencyP95Ms",
          'spec.slo.latencyP95Ms in body must be of type number: "string"'),
         ({"gpuBudget": 1, "replicas": {"min": 2, "max": 4}}, "spec.gpuBudget",
          "gpuBudget must be at least replicas.min × gpusPerReplica for every tier"),
         ({"tiers": [{"name": "small"}, {"name": "small"}]}, "spec.tiers", "tier names must be unique"),
         ({"policy": {"mode": "yolo"}}, "spec.policy.mode", 'Unsupported value: "yolo"'),
+        ({"replicas": {"min": 0, "max": 4}}, "spec.replicas.min",
+         "spec.replicas.min in body should be greater than or equal to 1"),
+        ({"tiers": [{"name": n} for n in ("a", "b", "c", "d")]}, "spec.tiers", "must have at most 3 items"),
+        ({"policy": {"interval": "0s"}}, "spec.policy.interval", "should match '^[1-9][0-9]*(s|m|h)$'"),
+        ({"prometheus": {"url": "http://127.0.0.1:1", "window": "0s"}}, "spec.prometheus.window",
+         "should match '^[1-9][0-9]*(ms|s|m|h)$'"),
     ],
     ids=["negative-min", "max-below-min", "unknown-initial-tier", "string-p95", "budget-below-min",
-         "duplicate-tiers", "unknown-mode"],
+         "duplicate-tiers", "unknown-mode", "zero-min", "four-tiers", "zero-interval", "zero-window"],
 )
 def test_invalid_resource_rejected_naming_field(kube, namespace, cluster, change, field, text):
     spec = stub_spec(cluster.prometheus_url, **change)

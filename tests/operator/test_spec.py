@@ -122,3 +122,33 @@ def test_unknown_learning_rate_schedule_names_the_field(spec):
 
     assert error.value.field == "spec.policy.learningRateSchedule"
     assert "'cosine'" in str(error.value)
+
+
+def test_zero_interval_is_named_before_timeout(spec):
+    spec["policy"]["interval"] = "0s"
+
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec)
+
+    assert error.value.field == "spec.policy.interval"
+
+
+def test_zero_window_names_the_field(spec):
+    spec["prometheus"]["window"] = "0s"
+
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec)
+
+    assert error.value.field == "spec.prometheus.window"
+
+
+def test_empty_confounders_turn_adjustment_off(spec):
+    spec["causal"]["confounders"] = []
+
+    assert parse_spec(spec).causal.confounders == ()
+
+
+def test_missing_confounders_mean_both(spec):
+    spec["causal"].pop("confounders")
+
+    assert parse_spec(spec).causal.confounders == ("hourOfDay", "load")
