@@ -185,7 +185,7 @@ def _print_row(row: dict) -> None:
     print(
         f"{row['t_s']:6.0f}s hour {row['hour']:04.1f} load {_fmt(row['observed_rps'])}/{row['offered_rps']:g} rps "
         f"tier {row['tier']} replicas {row['ready']}/{row['replicas']} p95 {_fmt(row['p95_ms'])}/{row['slo_ms']:g} ms "
-        f"ctr {_fmt(row['ctr'])}/{_fmt(row['ctr_adjusted'])} -> {row['action']}: {row['reason']}",
+        f"ctr {_fmt(row['ctr'])}/{_fmt(row['ctr_adjusted'])} -> {row['reason']}",
         flush=True,
     )
 
@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     interval_s = 15.0
     try:
         operator, metrics_port = _start_operator(config, operator_kubeconfig, out)
-        console.print(f"operator started (metrics on 127.0.0.1:{metrics_port}, log {out / 'operator.log'})")
+        console.print(f"operator started (metrics on 127.0.0.1:{metrics_port}, log {out / 'operator.log'})",
+                      soft_wrap=True)
         _apply_example(config, tools)
         _wait_first_ready(core)
         spec = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, NAME)["spec"]
@@ -305,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = report.write(out, rows, interval_s=interval_s)
     console.print_json(json.dumps(summary))
-    console.print(f"report: {out}")
-    console.print(f"cluster still running: KUBECONFIG={kubeconfig}; stop it with make cluster-down")
+    console.print(f"report: {out}", soft_wrap=True)
+    console.print(f"cluster still running: KUBECONFIG={kubeconfig}; stop it with make cluster-down", soft_wrap=True)
     return 0
 
 

@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="watch this namespace (repeatable); default: all namespaces")
     parser.add_argument("--metrics-port", type=int, default=8090,
                         help="port of the operator's own /metrics (default 8090; 0 turns it off)")
-    parser.add_argument("--metrics-host", default="0.0.0.0", help="address the /metrics server binds")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="address the /metrics server binds (default: %(default)s)")
     parser.add_argument("--health-port", type=int, default=8091,
                         help="port of kopf's liveness endpoint /healthz (default 8091; 0 turns it off)")
-    parser.add_argument("--health-host", default="0.0.0.0", help="address the liveness endpoint binds")
+    parser.add_argument("--health-host", default="0.0.0.0", help="address the liveness endpoint binds (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="log debug messages (no-op decisions too)")
     args = parser.parse_args(argv)
 
