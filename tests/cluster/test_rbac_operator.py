@@ -193,7 +193,9 @@ def test_operator_api_calls_succeed_as_service_account(cluster, kube, namespace,
     assert any(c.startswith("updated the pod template") for c in patched)
     assert any(c.startswith("deleted Deployment rbac-medium") for c in deleted)
     assert view.desired("small") == 1
-    assert retries == 0
+    # The Deployment controller may update the object between the read and the write: a retried
+    # 409 is fine here, only a 403 would be an RBAC gap.
+    assert retries < workloads.CONFLICT_RETRIES
     assert kube.apps.read_namespaced_deployment("rbac-small", namespace).spec.replicas == 2
     assert state.resource_version is not None
     assert first is True
