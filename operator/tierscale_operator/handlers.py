@@ -79,13 +79,22 @@ def _reject(body, patch, reason: str, message: str) -> None:
         log.warning("%s/%s: %s: %s", metadata.get("namespace"), metadata.get("name"), reason, message)
 
 
-def _parse(body, patch) -> RecommenderSpec | None:
+@kopf.index(GROUP, VERSION, PLURAL)
+def model_names(namespace, name, uid, spec, meta, **_) -> dict:
+    """Index the resources by (namespace, model name), from kopf's watch instead of list calls."""
+    model = (spec.get("model") or {}).get("name")
+    if model is None or meta.get("deletionTimestamp"):
+        return {}  # an empty mapping removes the resource's entry (None would keep the old one)
+    return {(namespace, model): (meta.get("creationTimestamp") or "", name, uid)}
+
+
+def _parse(body, patch, model_names: kopf.Index) -> RecommenderSpec | None:
     try:
         spec = parse_spec(body["spec"])
     except SpecError as error:
         _reject(body, patch, "InvalidSpec", str(error))
         return None
-    other = _model_name_owner(body, spec)
+    other = _model_name_owner(model_names, body, spec)
     if other is not None:
         _reject(body, patch, "ModelNameInUse",
                 f"spec.model.name={spec.model.name!r} is already used by RecommenderDeployment {other} in this "
@@ -95,22 +104,14 @@ def _parse(body, patch) -> RecommenderSpec | None:
     return spec
 
 
-def _model_name_owner(body, spec: RecommenderSpec) -> str | None:
+def _model_name_owner(model_names: kopf.Index, body, spec: RecommenderSpec) -> str | None:
     """Return the name of an older resource in the namespace with the same model name, if any."""
     metadata = body["metadata"]
-    custom = client.CustomObjectsApi(controller().core.api_client)
-    items = custom.list_namespaced_custom_object(GROUP, VERSION, metadata["namespace"], PLURAL)["items"]
-
-    def age(item: dict) -> tuple[str, str]:
-        return item["metadata"].get("creationTimestamp") or "", item["metadata"]["name"]
-
-    for item in sorted(items, key=age):
-        if item["metadata"]["uid"] == metadata["uid"]:
-            return None
-        if (item.get("spec") or {}).get("model", {}).get("name") == spec.model.name \
-                and item["metadata"].get("deletionTimestamp") is None:
-            return item["metadata"]["name"]
-    return None
+    # Sorted by creation time, then name: the oldest resource keeps the model name.
+    holders = sorted(model_names.get((metadata["namespace"], spec.model.name), []))
+    if not holders or holders[0][2] == metadata["uid"]:
+        return None
+    return holders[0][1]
 
 
 def _stored_tier_replicas(namespace: str, name: str, spec: RecommenderSpec) -> dict[str, int]:
@@ -126,8 +127,8 @@ def _stored_tier_replicas(namespace: str, name: str, spec: RecommenderSpec) -> d
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def recommenderdeployment_reconcile(body, namespace, name, uid, patch, **_) -> None:
-    spec = _parse(body, patch)
+def recommenderdeployment_reconcile(body, namespace, name, uid, patch, model_names: kopf.Index, **_) -> None:
+    spec = _parse(body, patch, model_names)
     if spec is None:
         return
     ctl = controller()
@@ -147,8 +148,8 @@ def recommenderdeployment_reconcile(body, namespace, name, uid, patch, **_) -> N
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_S, sharp=False)
-def recommenderdeployment_tick(body, namespace, name, patch, logger, **_) -> None:
-    spec = _parse(body, patch)
+def recommenderdeployment_tick(body, namespace, name, patch, logger, model_names: kopf.Index, **_) -> None:
+    spec = _parse(body, patch, model_names)
     if spec is None:
         return
     ctl = controller()
