@@ -1,19 +1,58 @@
-"""Helpers for the operator tests on the local cluster: the CRD, resources, a fake clock."""
+"""Helpers for the operator tests on the local cluster: the CRD, resources, the operator process, a fake clock."""
 
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from kubernetes import client
 
 from support import wait_until
+from tierscale_localcluster import cluster as local
 from tierscale_operator.spec import GROUP, PLURAL, VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "manifests" / "crd" / "recommenderdeployments.tierscale.io.yaml"
 STUB = Path(__file__).with_name("stub_model_server.py")
+
+
+class Operator:
+    """The operator as a separate process, as it runs in its pod."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path):
+        self.kubeconfig, self.namespace, self.log_path = kubeconfig, namespace, log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_NAME": "tierscale-operator-e2e"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tierscale_operator", "--namespace", self.namespace,
+                 "--metrics-port", "0", "--health-port", "0"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+            )
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def start_operator(cluster, namespace: str, tmp_path: Path) -> Operator:
+    """Install the CRD and RBAC and start the operator with its ServiceAccount's token."""
+    install_crd(cluster)
+    for path in ("namespace.yaml", "rbac.yaml"):
+        cluster.kubectl("apply", "-f", str(REPO / "manifests" / path))
+    kubeconfig = local.service_account_kubeconfig(
+        cluster.config, cluster.tools, "tierscale-system", "tierscale-operator", tmp_path / "operator.kubeconfig")
+    running = Operator(kubeconfig, namespace, tmp_path / "operator.log")
+    running.start()
+    return running
 
 
 def install_crd(cluster) -> None:

@@ -12,15 +12,12 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from operator_fixtures import REPO, install_crd, read_recommender
+from operator_fixtures import read_recommender, start_operator
 from support import wait_until
 from tierscale_localcluster import cluster as local
 from tierscale_operator.spec import GROUP, PLURAL, VERSION
@@ -45,37 +42,9 @@ def _spec(prometheus_url: str) -> dict:
     }
 
 
-class Operator:
-    """The operator as a separate process, as it runs in its pod."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path):
-        self.kubeconfig, self.namespace, self.log_path = kubeconfig, namespace, log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_NAME": "tierscale-operator-e2e"}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tierscale_operator", "--namespace", self.namespace,
-                 "--metrics-port", "0", "--health-port", "0"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
-            )
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
 @pytest.fixture
 def operator(cluster, namespace, tmp_path):
-    install_crd(cluster)
-    for path in ("namespace.yaml", "rbac.yaml"):
-        cluster.kubectl("apply", "-f", str(REPO / "manifests" / path))
-    kubeconfig = local.service_account_kubeconfig(
-        cluster.config, cluster.tools, "tierscale-system", "tierscale-operator", tmp_path / "operator.kubeconfig")
-    running = Operator(kubeconfig, namespace, tmp_path / "operator.log")
-    running.start()
+    running = start_operator(cluster, namespace, tmp_path)
     yield running
     # Delete the resource while the operator runs, so kopf can remove its finalizer.
     cluster.kubectl("delete", "recdeploy", NAME, "-n", namespace, "--ignore-not-found", "--timeout=60s",

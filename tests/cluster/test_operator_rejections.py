@@ -6,22 +6,15 @@ import time
 
 import pytest
 
-from operator_fixtures import create_recommender, install_crd, read_recommender, stub_spec
+from operator_fixtures import create_recommender, read_recommender, start_operator, stub_spec
 from support import wait_until
-from test_e2e_closed_loop import REPO, Operator, local
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
 def operator(cluster, namespace, tmp_path):
-    install_crd(cluster)
-    for path in ("namespace.yaml", "rbac.yaml"):
-        cluster.kubectl("apply", "-f", str(REPO / "manifests" / path))
-    kubeconfig = local.service_account_kubeconfig(
-        cluster.config, cluster.tools, "tierscale-system", "tierscale-operator", tmp_path / "operator.kubeconfig")
-    running = Operator(kubeconfig, namespace, tmp_path / "operator.log")
-    running.start()
+    running = start_operator(cluster, namespace, tmp_path)
     yield running
     cluster.kubectl("delete", "recdeploy", "--all", "-n", namespace, "--timeout=60s", check=False)
     running.kill()
