@@ -208,23 +208,28 @@ def nearest_visited(config: PolicyConfig, tables: TableState, table_index: np.nd
                     state: np.ndarray) -> np.ndarray:
     """Return, per row, the state whose Q-values rank the actions.
 
-    That is `state` itself once any of its actions was visited. For a state never visited, it is
-    the visited state nearest in load bin with the same p95 ratio, tier, replicas and trend: p95
-    near the SLO means near saturation whatever the request rate, so a server slower or faster
-    than the one the table learned on borrows the table's values at the same latency. Ties go
-    to the higher load bin, the cautious side. With no such state, `state` itself (all zeros: hold).
+    That is `state` itself once any of its actions was visited. A state never visited borrows
+    the visited state nearest in load bin with the same p95 ratio, tier, replicas and trend.
+    The reason: p95 near the SLO means near saturation whatever the request rate, so a server
+    slower or faster than the one the table learned on gets the table's values at the same
+    latency. Ties go to the higher load bin, the cautious side. With no such state, the result is
+    `state` itself (all zeros: hold).
     """
+    own_visited = tables.visits[table_index, state].sum(axis=1) > 0
+    if own_visited.all():  # the usual case, so the search below runs only for the other rows
+        return state
+    rows = np.flatnonzero(~own_visited)
     n_load = config.bin_counts[0]
     stride = config.n_states // n_load
-    load_bin = state // stride
-    bins = np.arange(n_load)
-    candidates = state[:, None] + (bins[None, :] - load_bin[:, None]) * stride
-    visited = tables.visits[table_index[:, None], candidates].sum(axis=2) > 0
-    offset = bins[None, :] - load_bin[:, None]
+    load_bin = state[rows] // stride
+    offset = np.arange(n_load)[None, :] - load_bin[:, None]
+    candidates = state[rows, None] + offset * stride
+    visited = tables.visits[table_index[rows, None], candidates].sum(axis=2) > 0
     distance = np.where(visited, 2 * np.abs(offset) - (offset > 0), 2 * n_load)
-    nearest = candidates[np.arange(state.shape[0]), distance.argmin(axis=1)]
-    own_visited = visited[np.arange(state.shape[0]), load_bin]
-    return np.where(own_visited | ~visited.any(axis=1), state, nearest)
+    nearest = candidates[np.arange(rows.shape[0]), distance.argmin(axis=1)]
+    result = state.copy()
+    result[rows] = np.where(visited.any(axis=1), nearest, state[rows])
+    return result
 
 
 def epsilon_for(config: PolicyConfig, updates: np.ndarray) -> np.ndarray:
